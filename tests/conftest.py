@@ -47,3 +47,11 @@ def tiny_model_dirs(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tiny_model_dirs) -> Path:
     return tiny_model_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def instruction_data(tmp_path_factory) -> Path:
+    """64 Alpaca-format records of mixed lengths (synthetic function-writing tasks)."""
+    from tuner.synthetic import generate_tasks, write_alpaca
+
+    return write_alpaca(generate_tasks(64, seed=0), tmp_path_factory.mktemp("data") / "train.jsonl")

@@ -27,6 +27,9 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The deepspeed launcher inserts --local_rank=N before the script's own arguments (unless
+    # started with --no_local_rank); the rank is read from the environment instead.
+    argv = [a for a in argv if not a.startswith("--local_rank=")]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0

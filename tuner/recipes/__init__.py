@@ -1,0 +1,1 @@
+"""Training recipes: plain setup -> main -> fit functions, one file per recipe."""
