@@ -230,11 +230,29 @@ def build_engine(model: torch.nn.Module, ds_config: dict, *, lr: float, betas: t
             group["lr"] = lr
         return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
+    kept = _computed_fp32_buffers(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, model_parameters=groups if optimizer is None else None,
         lr_scheduler=scheduler, config=ds_config,
     )
+    for module, name, buffer in kept:
+        module._buffers[name] = buffer.to(device())
     return engine
+
+
+def _computed_fp32_buffers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
+    """fp32 buffers that are computed at construction rather than saved (rotary `inv_freq`).
+
+    DeepSpeed casts the whole module, buffers included, to bf16/fp16; rounding RoPE frequencies
+    would make the trained model compute differently from the same weights loaded for inference
+    (where from_pretrained recomputes them in fp32), so they are restored after initialisation.
+    """
+    kept = []
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.dtype == torch.float32 and name in module._non_persistent_buffers_set:
+                kept.append((module, name, buffer.detach().clone()))
+    return kept
 
 
 def full_state_dict(engine) -> dict | None:

@@ -21,5 +21,11 @@ if __name__ == "__main__":
     rt.engine.eval()
     with torch.no_grad():
         logits = rt.engine(input_ids=probe).logits.float()
+    # The weights the engine holds right now, gathered independently of tuner's own export path.
+    import deepspeed
+
+    params = list(rt.engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, enabled=rt.engine.zero_optimization_partition_weights()):
+        weights = {n: p.detach().clone().cpu() for n, p in rt.engine.module.named_parameters()} if rt.dist.is_main else None
     if rt.dist.is_main:
-        torch.save({"input_ids": probe, "logits": logits}, rt.output_dir / "probe_logits.pt")
+        torch.save({"input_ids": probe, "logits": logits, "weights": weights}, rt.output_dir / "probe_logits.pt")
