@@ -130,8 +130,9 @@ def summary(report: dict, out: Path) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("tuner").setLevel(logging.DEBUG)
     try:
         config, teacher = configs_from_args(args)
     except ValueError as e:

@@ -1,6 +1,9 @@
-"""The Evol-Instruct pipeline for code: seed → evolve → eliminate → answer, round after round,
-then merge → decontaminate → deduplicate (Xu et al., arXiv:2304.12244; Luo et al., WizardCoder,
-arXiv:2306.08568).
+"""The Evol-Instruct pipeline for code (Xu et al., arXiv:2304.12244; Luo et al., WizardCoder,
+arXiv:2306.08568): decontaminate the seed, then round after round evolve → eliminate → answer →
+eliminate → decontaminate, and finally merge the seed with every round and deduplicate.
+
+Contaminated items are dropped before they are evolved: a rewrite of a benchmark problem is a
+paraphrase of it, which no n-gram check can catch afterwards.
 
 Output folder:
     calls.jsonl   every teacher answer, appended as it arrives (the resume state, see journal.py)
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from tuner.evol import benchmarks as bench
-from tuner.evol.decontaminate import BenchmarkIndex, DecontamConfig, decontaminate
+from tuner.evol.decontaminate import BenchmarkIndex, DecontamConfig, Match, decontaminate
 from tuner.evol.dedup import DedupConfig, deduplicate
 from tuner.evol.eliminate import (
     JUDGED_NO_GAIN,
@@ -89,6 +92,8 @@ class RunState:
     rejects: list[dict] = field(default_factory=list)
     calls: CallStats = field(default_factory=CallStats)
     rounds: list[dict] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
+    """Every (item, benchmark text) pair found by decontamination."""
     failed_calls: int = 0
     """Calls whose latest answer is a failure (retried on the next run)."""
 
@@ -176,17 +181,20 @@ class Evolution:
         config = self.config
         seeds = load_seed(config.seed_path)
         bench_texts, bench_sources = load_benchmarks(config)
-        index = BenchmarkIndex(bench_texts, config.decontam)
+        self.index = BenchmarkIndex(bench_texts, config.decontam)
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         check_settings(out, pinned_settings(config, self.teacher_config))
         self.count_tokens, token_counter_name = make_token_counter(config.tokenizer or self.teacher_config.path)
 
-        kept_by_round: list[list[Item]] = [seeds]
+        seed_eliminated: Counter[str] = Counter()
+        parents = self.drop_contaminated(seeds, seed_eliminated)
+        self.state.rounds.append({"round": 0, "input": len(seeds), "kept": len(parents),
+                                  "eliminated": dict(seed_eliminated)})
+        kept_by_round: list[list[Item]] = [parents]
         with CallJournal(out / "calls.jsonl") as self.journal:
             if self.journal.repaired_partial_line:
                 log.info("dropped a partial last line from %s (the previous run was killed mid-write)", self.journal.path)
-            parents = seeds
             for k in range(1, config.rounds + 1):
                 parents = self.evolve_round(k, parents)
                 kept_by_round.append(parents)
@@ -196,10 +204,10 @@ class Evolution:
             if suffix.isdigit() and int(suffix) > config.rounds:
                 stale.unlink()
 
-        merged, merge_report = self.merge(kept_by_round, index)
+        merged, merge_report = self.merge(kept_by_round)
         write_jsonl_atomic(out / "merged.jsonl", (i.to_record(**self._provenance_of(i)) for i in merged))
         write_jsonl_atomic(out / "rejects.jsonl", self.state.rejects)
-        report = self.report(seeds, merge_report, bench_sources, index, token_counter_name)
+        report = self.report(len(seeds), merge_report, bench_sources, token_counter_name)
         report["wall_time_s"] = round(time.monotonic() - started, 1)
         write_json_atomic(out / "report.json", report)
         return report
@@ -282,60 +290,52 @@ class Evolution:
                 drop(child, verdict, "answer")
                 continue
             kept.append(child)
+        kept = self.drop_contaminated(kept, eliminated)
 
         self.state.rounds.append({
-            "round": k, "parents": len(parents), "kept": len(kept),
+            "round": k, "input": len(parents), "kept": len(kept),
             "eliminated": dict(sorted(eliminated.items())),
         })
         log.info("%s: %d parents, %d kept, eliminated %s", label, len(parents), len(kept), dict(eliminated))
         return kept
 
-    def merge(self, kept_by_round: list[list[Item]], index: BenchmarkIndex) -> tuple[list[Item], dict]:
-        """Seed plus every round, minus contaminated items, minus duplicates (first one wins)."""
-        items = [item for kept in kept_by_round for item in kept]
-        clean, contaminated, matches = decontaminate(items, index)
+    def drop_contaminated(self, items: list[Item], eliminated: Counter[str]) -> list[Item]:
+        clean, contaminated, matches = decontaminate(items, self.index)
+        self.state.matches += matches
         for item, verdict in contaminated:
+            eliminated[verdict.reason] += 1
             self.reject(item, verdict, "decontaminate")
-        merged, duplicates = deduplicate(clean, self.config.dedup)
+        return clean
+
+    def merge(self, kept_by_round: list[list[Item]]) -> tuple[list[Item], dict]:
+        """The seed plus every round, without duplicates (the first of a group wins)."""
+        items = [item for kept in kept_by_round for item in kept]
+        merged, duplicates = deduplicate(items, self.config.dedup)
         for item, verdict in duplicates:
             self.reject(item, verdict, "deduplicate")
-        removed = Counter(v.reason for _, v in contaminated + duplicates)
-        matched: dict[str, list[str]] = {}
-        for match in matches:
-            ids = matched.setdefault(match.benchmark, [])
-            if match.task_id not in ids:
-                ids.append(match.task_id)
+        by_round = Counter(i.round for i in merged)
         report = {
             "input_by_round": {str(k): len(kept) for k, kept in enumerate(kept_by_round)},
             "input": len(items),
-            "removed": dict(sorted(removed.items())),
+            "removed": dict(sorted(Counter(v.reason for _, v in duplicates).items())),
             "merged": len(merged),
-            "merged_by_round": dict(sorted(Counter(str(i.round) for i in merged).items(), key=lambda kv: int(kv[0]))),
-            "decontamination": {
-                "contaminated_items": len(contaminated),
-                "matched_benchmark_items": {b: sorted(ids) for b, ids in sorted(matched.items())},
-                "matches": [m.to_dict() for m in matches],
-            },
+            "merged_by_round": {str(k): by_round[k] for k in range(len(kept_by_round))},
         }
         return merged, report
 
-    def report(self, seeds: list[Item], merge_report: dict, sources: list, index: BenchmarkIndex,
-               token_counter_name: str) -> dict:
+    def report(self, seed_count: int, merge_report: dict, sources: list, token_counter_name: str) -> dict:
         config, state = self.config, self.state
         eliminated: Counter[str] = Counter()
         for round_report in state.rounds:
             eliminated.update(round_report["eliminated"])
-        decontam = merge_report.pop("decontamination")
-        decontam.update({
-            "benchmarks": [dataclasses.asdict(s) for s in sources],
-            "ngram": config.decontam.ngram,
-            "threshold": config.decontam.threshold,
-            "texts_indexed": len(index.texts),
-            "texts_too_short_to_check": index.skipped_short,
-        })
+        matched: dict[str, list[str]] = {}
+        for match in state.matches:
+            ids = matched.setdefault(match.benchmark, [])
+            if match.task_id not in ids:
+                ids.append(match.task_id)
         return {
             "complete": state.failed_calls == 0,
-            "seed": {"path": str(config.seed_path), "items": len(seeds)},
+            "seed": {"path": str(config.seed_path), "items": seed_count},
             "settings": {
                 "rounds": config.rounds,
                 "seed_value": config.seed_value,
@@ -356,6 +356,15 @@ class Evolution:
                 "first_errors": state.calls.first_errors,
             },
             "merge": merge_report,
-            "decontamination": decontam,
+            "decontamination": {
+                "benchmarks": [dataclasses.asdict(s) for s in sources],
+                "ngram": config.decontam.ngram,
+                "threshold": config.decontam.threshold,
+                "texts_indexed": len(self.index.texts),
+                "texts_too_short_to_check": self.index.skipped_short,
+                "contaminated_items": len({m.item for m in state.matches}),
+                "matched_benchmark_items": {b: sorted(ids) for b, ids in sorted(matched.items())},
+                "matches": [m.to_dict() for m in state.matches],
+            },
             "rejects": len(state.rejects),
         }
