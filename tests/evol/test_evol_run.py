@@ -196,13 +196,15 @@ def test_teacher_failures_are_retried_reported_and_nothing_is_lost(evol_server, 
         Rule("FAULT_TIMEOUT", "timeout", delay_s=4.0),
         Rule("FAULT_MALFORMED", "malformed"),
         Rule("FAULT_NOCHOICES", "no_choices"),
+        # Backoff waits of at least 0.1, 0.2, 0.4, 0.8 s: at most four attempts fall in a 1 s window,
+        # so with its own faults no request needs more than the 7 attempts it is given.
         Rule("FAULT_REFUSE", "refuse", delay_s=1.0),
         Rule("FAULT_DOWN", "down"),
     ]
     proxy = FaultProxy(evol_server.base_url.removesuffix("/v1"), rules, port=free_port()).start()
     out = tmp_path / "faulty"
     teacher = ["--teacher-url", proxy.base_url, "--teacher-model", evol_server.model, "--concurrency", "3",
-               "--timeout", "2", "--max-retries", "6", "--retry-backoff", "0.5"]
+               "--timeout", "2", "--max-retries", "6", "--retry-backoff", "0.2"]
     args = greedy_args(greedy_seed, out, teacher, shared_data)
     try:
         first = run_evolve(*args)

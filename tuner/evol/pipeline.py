@@ -41,7 +41,14 @@ from tuner.evol.eliminate import (
 )
 from tuner.evol.journal import CallJournal
 from tuner.evol.jsonio import InputError, write_json_atomic, write_jsonl_atomic
-from tuner.evol.prompts import answer_messages, choose_heuristic, evolve_messages, judge_messages, judged_no_gain
+from tuner.evol.prompts import (
+    HEURISTICS_BY_NAME,
+    answer_messages,
+    choose_heuristic,
+    evolve_messages,
+    judge_messages,
+    judged_no_gain,
+)
 from tuner.evol.records import Item, child_id, load_seed
 from tuner.evol.teacher import Call, CallStats, TeacherConfig, make_teacher, run_calls
 from tuner.generation import GenerationResult, Generator, SamplingConfig
@@ -233,64 +240,32 @@ class Evolution:
         config, rules = self.config, self.config.rules
         label = f"round {k}/{config.rounds}"
         eliminated: Counter[str] = Counter()
-
-        def drop(item: Item, verdict: Verdict, stage: str) -> None:
-            eliminated[verdict.reason] += 1
-            self.reject(item, verdict, stage)
-
-        children: list[tuple[Item, Item]] = []
-        calls = []
+        pairs = []
         for parent in parents:
             heuristic = choose_heuristic(config.seed_value, k, parent.id)
-            child = Item(id=child_id(parent.id, k), instruction="", output="", round=k,
-                         parent=parent.id, heuristic=heuristic.name)
-            children.append((parent, child))
-            calls.append(Call(f"r{k}/evolve/{parent.id}", evolve_messages(heuristic, parent.instruction)))
-        results = self.ask(calls, config.sampling, f"{label} evolve")
+            pairs.append((parent, Item(id=child_id(parent.id, k), instruction="", output="", round=k,
+                                       parent=parent.id, heuristic=heuristic.name)))
 
-        candidates = []
-        for (parent, child), call in zip(children, calls):
-            result = results[call.key]
-            if not result.ok:
-                drop(child, Verdict(TEACHER_ERROR, result.error or ""), "evolve")
-                continue
-            child.instruction = result.texts[0].strip()
-            verdict = check_instruction(parent.instruction, child.instruction, rules, self.count_tokens)
-            if verdict:
-                drop(child, verdict, "evolve")
-                continue
-            candidates.append((parent, child))
+        def rewrite(parent: Item, child: Item, text: str) -> Verdict | None:
+            child.instruction = text.strip()
+            return check_instruction(parent.instruction, child.instruction, rules, self.count_tokens)
 
-        if config.judge and candidates:
+        def judge(parent: Item, child: Item, text: str) -> Verdict | None:
+            return Verdict(JUDGED_NO_GAIN, f"judge said {text.strip()[:40]!r}") if judged_no_gain(text) else None
+
+        def answer(parent: Item, child: Item, text: str) -> Verdict | None:
+            child.output = text.strip()
+            return check_answer(child.instruction, child.output, rules, self.count_tokens)
+
+        pairs = self.stage(k, "evolve", pairs, config.sampling, eliminated, rewrite,
+                           lambda p, c: evolve_messages(HEURISTICS_BY_NAME[c.heuristic], p.instruction))
+        if config.judge:
             judge_sampling = dataclasses.replace(config.sampling, n=1, max_new_tokens=JUDGE_MAX_NEW_TOKENS)
-            calls = [Call(f"r{k}/judge/{c.id}", judge_messages(p.instruction, c.instruction)) for p, c in candidates]
-            results = self.ask(calls, judge_sampling, f"{label} judge")
-            judged = []
-            for (parent, child), call in zip(candidates, calls):
-                result = results[call.key]
-                if not result.ok:
-                    drop(child, Verdict(TEACHER_ERROR, result.error or ""), "judge")
-                elif judged_no_gain(result.texts[0]):
-                    drop(child, Verdict(JUDGED_NO_GAIN, f"judge said {result.texts[0].strip()[:40]!r}"), "judge")
-                else:
-                    judged.append((parent, child))
-            candidates = judged
-
-        calls = [Call(f"r{k}/answer/{c.id}", answer_messages(c.instruction)) for _, c in candidates]
-        results = self.ask(calls, config.sampling, f"{label} answer")
-        kept = []
-        for (_, child), call in zip(candidates, calls):
-            result = results[call.key]
-            if not result.ok:
-                drop(child, Verdict(TEACHER_ERROR, result.error or ""), "answer")
-                continue
-            child.output = result.texts[0].strip()
-            verdict = check_answer(child.instruction, child.output, rules, self.count_tokens)
-            if verdict:
-                drop(child, verdict, "answer")
-                continue
-            kept.append(child)
-        kept = self.drop_contaminated(kept, eliminated)
+            pairs = self.stage(k, "judge", pairs, judge_sampling, eliminated, judge,
+                               lambda p, c: judge_messages(p.instruction, c.instruction))
+        pairs = self.stage(k, "answer", pairs, config.sampling, eliminated, answer,
+                           lambda p, c: answer_messages(c.instruction))
+        kept = self.drop_contaminated([child for _, child in pairs], eliminated)
 
         self.state.rounds.append({
             "round": k, "input": len(parents), "kept": len(kept),
@@ -298,6 +273,35 @@ class Evolution:
         })
         log.info("%s: %d parents, %d kept, eliminated %s", label, len(parents), len(kept), dict(eliminated))
         return kept
+
+    def stage(
+        self,
+        k: int,
+        name: str,
+        pairs: list[tuple[Item, Item]],
+        sampling: SamplingConfig,
+        eliminated: Counter[str],
+        check: Callable[[Item, Item, str], Verdict | None],
+        messages: Callable[[Item, Item], list],
+    ) -> list[tuple[Item, Item]]:
+        """One teacher call per (parent, child) pair; `check` takes the reply and may eliminate."""
+        if not pairs:
+            return []
+        calls = [Call(f"r{k}/{name}/{child.id}", messages(parent, child)) for parent, child in pairs]
+        results = self.ask(calls, sampling, f"round {k}/{self.config.rounds} {name}")
+        survivors = []
+        for (parent, child), call in zip(pairs, calls):
+            result = results[call.key]
+            if result.ok:
+                verdict = check(parent, child, result.texts[0])
+            else:
+                verdict = Verdict(TEACHER_ERROR, result.error or "")
+            if verdict is None:
+                survivors.append((parent, child))
+            else:
+                eliminated[verdict.reason] += 1
+                self.reject(child, verdict, name)
+        return survivors
 
     def drop_contaminated(self, items: list[Item], eliminated: Counter[str]) -> list[Item]:
         clean, contaminated, matches = decontaminate(items, self.index)
