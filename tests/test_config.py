@@ -61,3 +61,13 @@ def test_deepspeed_config_conflicts_are_reported(tmp_path):
                                   accumulation=2, world_size=2, max_grad_norm=None, dtype="bf16")
     assert ok["train_batch_size"] == 16 and ok["bf16"]["enabled"] and not ok["fp16"]["enabled"]
     assert ok["gradient_clipping"] == 0.0
+
+
+def test_every_shipped_recipe_is_valid():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parent.parent / "launch" / "recipes").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        config = load_recipe(RecipeConfig, recipe)
+        assert Path(config.deepspeed.config).name in {p.name for p in (recipe.parent.parent / "deepspeed").glob("*.json")}

@@ -174,3 +174,14 @@ def test_step_plan_is_deterministic_and_splits_rows_across_ranks(tmp_path, tiny_
     assert plans[0].for_rank(step, 0).step_loss_tokens == plans[0].for_rank(step, 1).step_loss_tokens == total
     other_seed = StepPlan(examples, 2, 3, 2, packing=False, max_length=512, seed=8, epochs=2)
     assert other_seed.steps != plans[0].steps
+
+
+def test_evol_instruct_output_with_provenance_fields_is_a_training_dataset(tmp_path, tiny_tokenizer):
+    record = {"instruction": "Write a function that doubles x.", "input": "", "output": "def f(x):\n    return 2 * x\n",
+              "id": "r1-s3", "round": 1, "parent": "s3", "heuristic": "add_constraints",
+              "teacher": {"backend": "openai", "model": "tiny"}, "sampling": {"temperature": 0.0}, "seed_value": 0}
+    (example,), _ = load_examples([write_jsonl(tmp_path / "merged.jsonl", [record])], tiny_tokenizer,
+                                  fmt="evol", template="wizardcoder")
+    text = tiny_tokenizer.decode(example.input_ids)
+    assert text.startswith("Below is an instruction that describes a task. Write a response")
+    assert text.endswith("### Response:def f(x):\n    return 2 * x\n</s>")
