@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.training_utils import REPO, losses, run_env, run_train, train_command, write_recipe
 from tuner.distributed import free_port
+from tuner.export import export
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parent / "scripts" / "train_and_probe.py"
@@ -51,6 +52,12 @@ def test_zero3_two_ranks_final_folder_loads_with_the_in_memory_logits(tmp_path, 
         logits = model(input_ids=probe["input_ids"]).logits.float()
     if dtype == "fp32":
         torch.testing.assert_close(logits, probe["logits"], rtol=0, atol=1e-6)
+        # `tuner export` from the ZeRO-3 shards themselves (fp32 master weights, consolidated)
+        exported = export(out / "checkpoints" / "step_00000024", tmp_path / "exported", dtype="fp32")
+        from_shards = AutoModelForCausalLM.from_pretrained(exported).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(from_shards(input_ids=probe["input_ids"]).logits, probe["logits"],
+                                       rtol=0, atol=1e-6)
     else:
         # Same bf16 weights; DeepSpeed's ZeRO-3 forward rounds intermediate bf16 results in a
         # different order than plain transformers, so logits agree to bf16 resolution.

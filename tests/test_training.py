@@ -10,6 +10,7 @@ from tests.training_utils import losses, run_train, write_recipe
 from tuner.data.batching import collate
 from tuner.data.examples import load_examples
 from tuner.distributed import warmup_cosine
+from tuner.export import export
 from tuner.recipes.finetune import micro_batch_loss
 
 SCRIPT = __import__("pathlib").Path(__file__).parent / "scripts" / "train_and_probe.py"
@@ -104,3 +105,12 @@ def test_lora_and_qlora_train_and_the_saved_adapter_reproduces_the_model(
     with torch.no_grad():
         logits = model(input_ids=probe["input_ids"]).logits
     torch.testing.assert_close(logits, probe["logits"], rtol=1e-5, atol=1e-5)
+    if method == "lora":
+        # `tuner export` merges the adapter: from the final folder and from the DeepSpeed checkpoint
+        for source in (out / "final", out / "checkpoints" / "step_00000010"):
+            merged_dir = export(source, tmp_path / f"merged_{source.name}", dtype="fp32")
+            assert not (merged_dir / "adapter_config.json").exists()
+            merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+            with torch.no_grad():
+                torch.testing.assert_close(merged(input_ids=probe["input_ids"]).logits, probe["logits"],
+                                           rtol=1e-4, atol=1e-4)

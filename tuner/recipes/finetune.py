@@ -120,6 +120,8 @@ def setup(config: RecipeConfig) -> Runtime:
                                      max_length=data.max_length, on_overlong=data.on_overlong,
                                      max_examples=data.max_examples)
     _log(info, "data: %s", report.summary())
+    if info.is_main:  # the tokenizer as trained with (pad token included), for `tuner export`
+        tokenizer.save_pretrained(output_dir / "tokenizer")
     train = config.train
     plan = StepPlan(examples, train.micro_batch_size, train.gradient_accumulation_steps, info.world_size,
                     data.packing, data.max_length, train.seed, train.epochs, train.max_steps)

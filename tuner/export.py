@@ -1,0 +1,210 @@
+"""`tuner export CKPT --out DIR`: any training output as a folder transformers loads and vLLM serves.
+
+CKPT may be a run's output folder (its `final/` is used, else its newest complete checkpoint), a
+`final/` folder, or one resumable checkpoint (`checkpoints/step_N`, ZeRO-0/2/3 shards, from which
+the fp32 master weights are consolidated). By training method:
+
+- full: the weights are written as a plain HF folder (safetensors, config, tokenizer).
+- lora / qlora: the adapter is merged into the (unquantised) base weights, giving a plain folder.
+- llama_adapter: the gated prompt attention is not a weight change and cannot be merged; the folder
+  holds base and adapter weights under the architecture names of tuner's transformers and vLLM
+  model classes (see tuner.adapters.llama_adapter.export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from tuner.checkpoint import COMPLETE_MARKER, complete_checkpoints
+from tuner.config import ConfigError, from_dict
+from tuner.models import TORCH_DTYPES
+from tuner.recipes.args import RecipeConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """The folder given to `tuner export` cannot be exported; the message says why."""
+
+
+@dataclass
+class Source:
+    """What a CKPT argument resolved to."""
+
+    kind: str  # "hf" | "peft" | "llama_adapter" | "deepspeed"
+    path: Path
+    recipe: RecipeConfig | None
+
+
+def _recipe_near(path: Path) -> RecipeConfig | None:
+    """The resolved recipe saved by `tuner train` beside a final folder or a run."""
+    for candidate in (path / "training_config.yaml", path / "config.yaml", path.parent / "config.yaml",
+                      path.parent.parent / "config.yaml"):
+        if candidate.exists():
+            try:
+                return from_dict(RecipeConfig, yaml.safe_load(candidate.read_text()))
+            except ConfigError as exc:
+                raise ExportError(f"{candidate}: {exc}") from None
+    return None
+
+
+def resolve_source(ckpt: str | Path) -> Source:
+    path = Path(ckpt)
+    if not path.exists():
+        raise ExportError(f"{path}: no such checkpoint or run folder")
+    if (path / "final").is_dir():
+        return resolve_source(path / "final")
+    if (path / "adapter_config.json").exists():
+        return Source("peft", path, _recipe_near(path))
+    if (path / "llama_adapter_config.json").exists():
+        return Source("llama_adapter", path, _recipe_near(path))
+    if (path / "config.json").exists():
+        return Source("hf", path, _recipe_near(path))
+    if (path / COMPLETE_MARKER).exists():
+        return Source("deepspeed", path, _recipe_near(path))
+    complete = complete_checkpoints(path)
+    if complete:
+        return Source("deepspeed", complete[-1], _recipe_near(complete[-1]))
+    raise ExportError(f"{path}: not a tuner run, final folder, HF folder or complete checkpoint")
+
+
+def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The weights of a resumable checkpoint: fp32 master weights under ZeRO-1/2/3, the module
+    weights under ZeRO-0. Parameters excluded from the checkpoint (frozen ones) are absent."""
+    if list(checkpoint.glob("*optim_states.pt")) and list(checkpoint.glob("zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    states = sorted(checkpoint.glob("mp_rank_*_model_states.pt"))
+    if not states:
+        raise ExportError(f"{checkpoint}: no DeepSpeed model states found")
+    return {k: v.float() for k, v in torch.load(states[0], map_location="cpu", weights_only=False)["module"].items()}
+
+
+def _save_plain(model, tokenizer, out: Path, dtype: torch.dtype) -> Path:
+    model = model.to(dtype)
+    model.config.use_cache = True
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _base_tokenizer(source: Source):
+    from transformers import AutoTokenizer
+
+    for candidate in (source.path, source.path.parent.parent / "tokenizer"):
+        if (candidate / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(candidate)
+    return AutoTokenizer.from_pretrained(source.recipe.model.tokenizer_path or source.recipe.model.path)
+
+
+def export_hf(source: Source, out: Path, dtype: torch.dtype) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+    return _save_plain(model, AutoTokenizer.from_pretrained(source.path), out, dtype)
+
+
+def export_peft(source: Source, out: Path, dtype: torch.dtype) -> Path:
+    """Merge a LoRA adapter into an unquantised copy of its base model."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_path = PeftConfig.from_pretrained(source.path).base_model_name_or_path
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, source.path).merge_and_unload()
+    return _save_plain(merged, AutoTokenizer.from_pretrained(source.path), out, dtype)
+
+
+def export_deepspeed(source: Source, out: Path, dtype: torch.dtype) -> Path:
+    """Rebuild the trained model from a resumable checkpoint, then export it by method."""
+    if source.recipe is None:
+        raise ExportError(f"{source.path}: no config.yaml of the run found beside the checkpoint")
+    from tuner.models import apply_lora, load_model
+
+    recipe = source.recipe
+    method = recipe.train.method
+    state = consolidated_state_dict(source.path)
+    tokenizer = _base_tokenizer(source)
+    if method == "full":
+        model = load_model(recipe.model.path, dtype="fp32", attn_implementation="sdpa", method="full")
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        _load_exactly(model, state, source.path)
+        return _save_plain(model, tokenizer, out, dtype)
+    if method in ("lora", "qlora"):
+        lora = recipe.lora
+        model = load_model(recipe.model.path, dtype="fp32", attn_implementation="sdpa", method="full")
+        model = apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                           target_modules=lora.target_modules, quantized=False, gradient_checkpointing=False)
+        _load_trainable(model, state, source.path)
+        return _save_plain(model.merge_and_unload(), tokenizer, out, dtype)
+    from tuner.adapters.llama_adapter import LlamaAdapterConfig, add_llama_adapter
+    from tuner.adapters.llama_adapter.export import export_adapted_model
+
+    model = load_model(recipe.model.path, dtype="fp32", attn_implementation="sdpa", method="full")
+    model = add_llama_adapter(model, LlamaAdapterConfig(**recipe.llama_adapter))
+    _load_trainable(model, state, source.path)
+    return export_adapted_model(model, tokenizer, out, dtype)
+
+
+def _load_exactly(model, state: dict, where: Path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise ExportError(f"{where}: checkpoint does not match the model of its recipe "
+                          f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
+def _load_trainable(model, state: dict, where: Path) -> None:
+    """Load the trained parameters (the checkpoint excludes frozen ones) and check all are there."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = trainable - set(state)
+    unexpected = set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise ExportError(f"{where}: checkpoint does not match the recipe's {sorted(trainable)[:1]}... "
+                          f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
+def export(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
+    """Export `ckpt` to `out`; returns `out`."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out}: folder exists and is not empty (use --overwrite)")
+        shutil.rmtree(out)
+    source = resolve_source(ckpt)
+    torch_dtype = TORCH_DTYPES[dtype]
+    exporters = {"hf": export_hf, "peft": export_peft, "deepspeed": export_deepspeed}
+    if source.kind == "llama_adapter":
+        from tuner.adapters.llama_adapter.export import export_adapter_folder
+
+        return export_adapter_folder(source.path, out, torch_dtype)
+    return exporters[source.kind](source, out, torch_dtype)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tuner export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt", help="a run folder, its final/ folder, or a checkpoints/step_N folder")
+    parser.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
+    parser.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default="bf16", help="weight dtype (default bf16)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = export(args.ckpt, args.out, args.dtype, args.overwrite)
+    except (ExportError, ConfigError) as exc:
+        print(f"tuner export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported: {path}")
+    return 0
