@@ -65,7 +65,7 @@ def add_llama_adapter(
     """
     layout = layout_for(model.config)
     layers = decoder_layers(model, layout)
-    if hasattr(model, CONFIG_ATTRIBUTE):
+    if CONFIG_ATTRIBUTE in vars(model):
         raise ValueError("this model already has a LLaMA-Adapter; adapters do not stack")
     text_layers, image_layers = config.resolve_layers(len(layers))
     for param in model.parameters():
@@ -177,10 +177,11 @@ def unwrap_adapted(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: no LLaMA-Adapter was added to the model.
     """
+    # Look in __dict__, not hasattr: DeepSpeedEngine forwards unknown attributes to its module.
     inner = model
-    while not hasattr(inner, CONFIG_ATTRIBUTE) and isinstance(getattr(inner, "module", None), nn.Module):
+    while CONFIG_ATTRIBUTE not in vars(inner) and isinstance(getattr(inner, "module", None), nn.Module):
         inner = inner.module
-    if not hasattr(inner, CONFIG_ATTRIBUTE):
+    if CONFIG_ATTRIBUTE not in vars(inner):
         raise ValueError(f"{type(model).__name__} has no LLaMA-Adapter (call add_llama_adapter first)")
     return inner
 
