@@ -104,9 +104,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dirs, arch):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
 
 
-def test_layers_below_the_adapter_build_no_autograd_graph(tiny_llama_dir):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_layers_below_the_adapter_build_no_autograd_graph(tiny_llama_dir, checkpointing):
     model = adapted(tiny_llama_dir, LlamaAdapterConfig(adapter_len=4, adapter_layers=[2, 3]))
-    enable_gradient_checkpointing(model)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     requires_grad = {}
     for index, layer in enumerate(model.model.layers):

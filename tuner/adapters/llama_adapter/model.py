@@ -45,9 +45,10 @@ def add_llama_adapter(
 ) -> nn.Module:
     """Freeze `model` and add LLaMA-Adapter prompts, gates and the optional multimodal/V2 parts.
 
-    Call it before wrapping the model with DeepSpeed (or any other engine) and before moving it to
-    its training dtype, if that differs: new parameters take the dtype and device of the
-    attention's query projection.
+    Call it before wrapping the model with DeepSpeed (or any other engine). New parameters (and
+    the vision encoder) take the dtype and device of the base model's weights; a later
+    `model.to(...)` moves them with the rest. With gradient checkpointing, use
+    `enable_gradient_checkpointing(model)` rather than transformers' default.
 
     Args:
         model: a Llama, Mistral or GPTBigCode *ForCausalLM (transformers), changed in place.
@@ -106,8 +107,9 @@ def add_llama_adapter(
 
 
 def _add_vision(model: nn.Module, config: LlamaAdapterConfig, vision_model: nn.Module | None) -> list:
-    encoder = multimodal.load_vision_encoder(config.vision_model, vision_model)
     reference = model.get_input_embeddings().weight
+    encoder = multimodal.load_vision_encoder(config.vision_model, vision_model)
+    encoder.to(device=reference.device, dtype=reference.dtype)
     vision = multimodal.VisualPromptEncoder(
         encoder,
         hidden_size=model.config.hidden_size,
