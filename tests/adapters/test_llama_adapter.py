@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from llama_adapter_helpers import adapted, load_base, open_gates, token_batch
+from tuner._imports import is_flash_attn_available
 from tuner.adapters.llama_adapter import (
     LlamaAdapterConfig,
     UnsupportedModelError,
@@ -146,3 +147,17 @@ def test_adapters_do_not_stack_and_oversized_layer_counts_fail(tiny_llama_dir):
         add_llama_adapter(model, LlamaAdapterConfig(adapter_layers=1))
     with pytest.raises(ValueError, match=r"llama_adapter.adapter_layers must be at most the model's 4 layers"):
         add_llama_adapter(load_base(tiny_llama_dir), LlamaAdapterConfig(adapter_layers=30))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not is_flash_attn_available(), reason="flash-attn and a CUDA device are needed")
+def test_flash_attention_base_gives_the_sdpa_result(tiny_model_dirs):
+    outputs = {}
+    for implementation in ("sdpa", "flash_attention_2"):
+        model = adapted(tiny_model_dirs["mistral"], seed=5, attn_implementation=implementation)
+        model.to(device="cuda", dtype=torch.bfloat16)
+        open_gates(model)
+        ids = token_batch(model).cuda()
+        with torch.no_grad():
+            outputs[implementation] = model(ids).logits.float()
+    torch.testing.assert_close(outputs["flash_attention_2"], outputs["sdpa"], atol=3e-2, rtol=3e-2)
