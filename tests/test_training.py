@@ -114,3 +114,27 @@ def test_lora_and_qlora_train_and_the_saved_adapter_reproduces_the_model(
             with torch.no_grad():
                 torch.testing.assert_close(merged(input_ids=probe["input_ids"]).logits, probe["logits"],
                                            rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_llama_adapter_method_trains_and_its_final_folder_reloads(tmp_path, tiny_model_dirs, instruction_data):
+    from tuner.adapters.llama_adapter import load_llama_adapter
+
+    out = tmp_path / "adapter"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dirs["gpt_bigcode"], instruction_data, out,
+                          train={"method": "llama_adapter", "max_steps": 15, "lr": 0.2,
+                                 "gradient_accumulation_steps": 2},
+                          data={"max_examples": 4},  # one step per epoch: the same batch every step
+                          llama_adapter={"adapter_len": 4, "adapter_layers": 2},
+                          model={"gradient_checkpointing": True})
+    run_train(recipe, script=SCRIPT)
+    curve = losses(out)
+    assert curve[-1] < curve[0] - 0.2, curve
+    saved = {p.name for p in (out / "final").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= saved
+    assert (out / "final" / "adapter_model.safetensors").stat().st_size < 100_000  # prompts and gates only
+    model = load_llama_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["gpt_bigcode"]), out / "final")
+    probe = torch.load(out / "probe_logits.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=probe["input_ids"]).logits, probe["logits"],
+                                   rtol=1e-5, atol=1e-5)

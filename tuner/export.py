@@ -14,6 +14,7 @@ the fp32 master weights are consolidated). By training method:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -63,9 +64,8 @@ def resolve_source(ckpt: str | Path) -> Source:
     if (path / "final").is_dir():
         return resolve_source(path / "final")
     if (path / "adapter_config.json").exists():
-        return Source("peft", path, _recipe_near(path))
-    if (path / "llama_adapter_config.json").exists():
-        return Source("llama_adapter", path, _recipe_near(path))
+        method = json.loads((path / "adapter_config.json").read_text()).get("method")
+        return Source("llama_adapter" if method == "llama_adapter" else "peft", path, _recipe_near(path))
     if (path / "config.json").exists():
         return Source("hf", path, _recipe_near(path))
     if (path / COMPLETE_MARKER).exists():
@@ -151,7 +151,7 @@ def export_deepspeed(source: Source, out: Path, dtype: torch.dtype) -> Path:
     from tuner.adapters.llama_adapter.export import export_adapted_model
 
     model = load_model(recipe.model.path, dtype="fp32", attn_implementation="sdpa", method="full")
-    model = add_llama_adapter(model, LlamaAdapterConfig(**recipe.llama_adapter))
+    model = add_llama_adapter(model, LlamaAdapterConfig.from_dict(recipe.llama_adapter))
     _load_trainable(model, state, source.path)
     return export_adapted_model(model, tokenizer, out, dtype)
 

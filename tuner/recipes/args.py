@@ -158,7 +158,8 @@ class RecipeConfig:
     train: TrainArgs = field(default_factory=TrainArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     llama_adapter: dict[str, Any] = field(default_factory=dict)
-    """Options of `tuner.adapters.llama_adapter.LlamaAdapterConfig` (validated there)."""
+    """Options of `tuner.adapters.llama_adapter.LlamaAdapterConfig` (validated there): adapter_len,
+    adapter_layers, gate, multimodal and V2 switches."""
     deepspeed: DeepSpeedArgs = field(default_factory=DeepSpeedArgs)
 
     def __post_init__(self) -> None:
@@ -167,3 +168,10 @@ class RecipeConfig:
         if self.llama_adapter and self.train.method != "llama_adapter":
             raise ConfigError("llama_adapter: options given but train.method is "
                               f"{self.train.method!r}; set train.method: llama_adapter")
+        if self.train.method == "llama_adapter":
+            from tuner.adapters import adapter_method
+
+            try:  # validated here so a bad option fails before any model is loaded
+                adapter_method("llama_adapter").config_class.from_dict(self.llama_adapter)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None

@@ -19,6 +19,7 @@ import yaml
 
 from tuner import checkpoint as ckpt
 from tuner import distributed as dist
+from tuner.adapters import ADAPTER_METHODS, adapter_method
 from tuner.config import ConfigError, to_dict
 from tuner.data.batching import StepPlan, attention_inputs, collate, token_losses
 from tuner.data.examples import Example, load_examples
@@ -84,24 +85,24 @@ def prepare_model(config: RecipeConfig, tokenizer, attn_implementation: str):
                               f"{method!r} cannot grow the vocabulary: add a pad token to the tokenizer first")
         model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False
+    if method in ADAPTER_METHODS:
+        adapter = adapter_method(method)
+        try:
+            adapter_config = adapter.config_class.from_dict(getattr(config, method))
+        except ValueError as exc:
+            raise ConfigError(f"{method}: {exc}") from None
+        model = adapter.add(model, adapter_config)
+        if model_args.gradient_checkpointing:
+            adapter.enable_gradient_checkpointing(model)
+        return model
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
     if method in ("lora", "qlora"):
         lora = config.lora
         model = apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                            target_modules=lora.target_modules, quantized=method == "qlora",
                            gradient_checkpointing=model_args.gradient_checkpointing)
-    elif method == "llama_adapter":
-        from tuner.adapters.llama_adapter import LlamaAdapterConfig, add_llama_adapter
-
-        try:
-            adapter_config = LlamaAdapterConfig(**config.llama_adapter)
-        except TypeError as exc:
-            raise ConfigError(f"llama_adapter: {exc}") from None
-        except ValueError as exc:
-            raise ConfigError(f"llama_adapter.{exc}") from None
-        model = add_llama_adapter(model, adapter_config)
     return model
 
 
@@ -262,23 +263,20 @@ def fit(rt: Runtime) -> None:
 
 
 def save_final(rt: Runtime) -> Path:
-    """Write `output_dir/final`: a plain HF folder (full), a peft adapter folder (lora/qlora) or a
-    LLaMA-Adapter folder, each with the tokenizer. Every rank must call this (ZeRO-3 gathers)."""
+    """Write `output_dir/final`: a plain HF folder (full), a peft adapter folder (lora/qlora) or the
+    adapter method's own folder, each with the tokenizer. Every rank must call this (ZeRO-3 gathers)."""
     out = rt.output_dir / "final"
     method = rt.config.train.method
-    state_dict = dist.full_state_dict(rt.engine)
+    model = rt.engine.module
+    if method in ADAPTER_METHODS:
+        adapter_method(method).save(model, out)  # collective under ZeRO-3; rank 0 writes
+    else:
+        state_dict = dist.full_state_dict(rt.engine)
+        if rt.dist.is_main:
+            if method == "full":
+                model.config.use_cache = True
+            model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
     if rt.dist.is_main:
-        model = rt.engine.module
-        out.mkdir(parents=True, exist_ok=True)
-        if method == "full":
-            model.config.use_cache = True
-            model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-        elif method in ("lora", "qlora"):
-            model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-        else:
-            from tuner.adapters.llama_adapter import save_llama_adapter
-
-            save_llama_adapter(model, out, state_dict=state_dict)
         rt.tokenizer.save_pretrained(out)
         (out / "training_config.yaml").write_text(yaml.safe_dump(to_dict(rt.config), sort_keys=False))
     dist.barrier()
