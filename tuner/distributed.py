@@ -200,7 +200,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float) -> Call
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices only; biases, norms, gates and prompts are not decayed."""
+    """AdamW groups: decay on matrices (weights, LoRA factors, adaption prompts); none on biases,
+    norms and gates."""
     decay, no_decay = [], []
     for _, param in model.named_parameters():
         if not param.requires_grad:

@@ -91,7 +91,8 @@ class TrainArgs:
     warmup_epochs: float | None = None
     """Linear warmup in epochs."""
     weight_decay: float = 0.0
-    """AdamW weight decay, applied to matrices only (not to biases, norms, gates or prompts)."""
+    """AdamW weight decay, applied to matrices (weights, LoRA factors, adaption prompts), not to
+    biases, norms or gates."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     max_grad_norm: float | None = 1.0
