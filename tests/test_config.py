@@ -23,7 +23,7 @@ def load(tmp_path, text: str, overrides=()):
 def test_valid_recipe_and_overrides(tmp_path):
     config = load(tmp_path, BASE, ["train.lr=3e-5", "data.packing=true", "train.adam_betas=[0.9, 0.95]"])
     assert config.train.lr == 3e-5 and config.data.packing and config.train.adam_betas == (0.9, 0.95)
-    assert config.train.epochs == 2.0 and config.deepspeed.config.endswith("zero0.json")
+    assert config.train.epochs == 2.0 and config.deepspeed.config is None
 
 
 @pytest.mark.parametrize("text, overrides, message", [
@@ -72,4 +72,6 @@ def test_every_shipped_recipe_is_valid():
     assert recipes
     for recipe in recipes:
         config = load_recipe(RecipeConfig, recipe)
-        assert Path(config.deepspeed.config).name in {p.name for p in (recipe.parent.parent / "deepspeed").glob("*.json")}
+        from tuner.distributed import load_deepspeed_config
+
+        assert load_deepspeed_config(config.deepspeed.config)["zero_optimization"]["stage"] in (0, 2, 3)

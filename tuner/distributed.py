@@ -129,8 +129,15 @@ _FILLED_BY_RECIPE = {
 }
 
 
-def load_deepspeed_config(path: str | Path) -> dict:
+def load_deepspeed_config(path: str | Path | None) -> dict:
+    """The JSON config at `path` (relative: from the working directory, else from the tuner
+    checkout that holds launch/), or ZeRO stage 0 when `path` is None."""
+    if path is None:
+        return {"zero_optimization": {"stage": 0}}
     path = Path(path)
+    checkout = Path(__file__).resolve().parent.parent / path
+    if not path.exists() and not path.is_absolute() and checkout.exists():
+        path = checkout
     if not path.exists():
         raise ConfigError(f"deepspeed.config: file not found: {path}")
     try:

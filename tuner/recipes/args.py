@@ -147,9 +147,11 @@ class LoraArgs:
 
 @dataclass
 class DeepSpeedArgs:
-    config: str = "launch/deepspeed/zero0.json"
-    """A DeepSpeed JSON config (ZeRO stage, offload, communication). Batch size, accumulation,
-    clipping and precision come from the recipe and are filled in; "auto" placeholders are allowed."""
+    config: str | None = None
+    """A DeepSpeed JSON config (ZeRO stage, offload, communication), e.g. launch/deepspeed/zero3.json;
+    null means ZeRO stage 0. Batch size, accumulation, clipping and precision come from the recipe
+    and are filled in; "auto" placeholders are allowed. A relative path is looked up from the
+    working directory, then from the tuner checkout (where launch/ lives)."""
 
 
 @dataclass

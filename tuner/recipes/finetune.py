@@ -135,7 +135,7 @@ def setup(config: RecipeConfig) -> Runtime:
     ds_config = dist.resolve_deepspeed_config(
         ds_raw, micro_batch_size=train.micro_batch_size, accumulation=train.gradient_accumulation_steps,
         world_size=info.world_size, max_grad_norm=train.max_grad_norm, dtype=config.model.dtype,
-        source=config.deepspeed.config)
+        source=config.deepspeed.config or "deepspeed.config")
     attn = resolve_attn_implementation(config.model.attn_implementation)
     keep_alive = None
     if dist.zero_stage(ds_config) == 3 and train.method == "full":
