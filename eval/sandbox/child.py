@@ -19,14 +19,14 @@ single     For tests that must share an interpreter with the program (DS-1000): 
 
 import builtins
 import io
-import json
 import os
-import pickle
-import select
 import struct
 import sys
 import time
 import types
+
+# The program's interpreter imports only what it needs (no json, re or pickle.py): start-up time
+# is most of the cost of a sandboxed run. The judge imports the rest lazily.
 
 try:  # imported as a module (tests, tools); in the sandbox these names come first in the source
     from eval.sandbox.codec import DecodeError, decode, dumps, encode, loads
@@ -70,6 +70,8 @@ def _read_exact(fd, count, deadline):
     chunks, remaining = [], count
     while remaining:
         if deadline is not None:
+            import select
+
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CandidateTimeout("no answer within the time limit")
@@ -108,19 +110,19 @@ def _prepare(config):
 
 # -- candidate ---------------------------------------------------------------------------------
 
-class _NamespaceUnpickler(pickle.Unpickler):
+def _unpickle(data, namespace):
     """Classes the judge defined in its reference module resolve to the program's own classes."""
+    import _pickle
 
-    def __init__(self, data, namespace):
-        super().__init__(io.BytesIO(data))
-        self.namespace = namespace
+    class NamespaceUnpickler(_pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "__reference__":
+                if name not in namespace:
+                    raise NameError("the program does not define " + repr(name))
+                return namespace[name]
+            return super().find_class(module, name)
 
-    def find_class(self, module, name):
-        if module == "__reference__":
-            if name not in self.namespace:
-                raise NameError("the program does not define " + repr(name))
-            return self.namespace[name]
-        return super().find_class(module, name)
+    return NamespaceUnpickler(io.BytesIO(data)).load()
 
 
 def run_candidate(config):
@@ -129,7 +131,7 @@ def run_candidate(config):
     report = lock_down(config["isolation"])
     send_message(answers, dumps({"isolation": report}).encode())
     _silence_stdio()
-    kind, program = pickle.loads(receive_message(requests, limit=1 << 30))
+    kind, program = _unpickle(receive_message(requests, limit=1 << 30), {})
     module = types.ModuleType("__candidate__")
     sys.modules["__candidate__"] = module
     namespace = module.__dict__
@@ -147,7 +149,7 @@ def run_candidate(config):
         except CandidateDied:
             os._exit(0)
         try:
-            _, name, args, kwargs = _NamespaceUnpickler(request, namespace).load()
+            _, name, args, kwargs = _unpickle(request, namespace)
             if name not in namespace:
                 raise NameError("name " + repr(name) + " is not defined")
             answer = {"ok": encode(namespace[name](*args, **kwargs))}
@@ -184,6 +186,8 @@ class Link:
 
     def receive(self, deadline):
         """One message: a JSON object whose values the caller decodes as it needs."""
+        import json
+
         data = receive_message(self.answers, deadline)
         try:
             message = json.loads(data)
@@ -194,6 +198,8 @@ class Link:
         return message
 
     def call(self, name, args, kwargs):
+        import pickle
+
         try:
             payload = pickle.dumps(("call", name, args, kwargs), protocol=4)
         except Exception as exc:
@@ -239,8 +245,9 @@ def _reference_module(code):
     return module.__dict__
 
 
-def _connect(config, spec):
-    requests, answers = config["fds"]
+def _connect(requests, answers, spec):
+    import pickle
+
     link = Link(requests, answers)
     hello = link.receive(time.monotonic() + spec["startup_s"])
     isolation = hello.get("isolation") if set(hello) == {"isolation"} else None
@@ -371,13 +378,11 @@ JUDGES = {"check_function": judge_check_function, "assert_statements": judge_ass
           "differential": judge_differential}
 
 
-def run_judge(config):
-    _prepare(config)
-    spec = json.loads(sys.stdin.buffer.read())
-    report = lock_down(config["isolation"])
-    result = {"isolation": report}
+def judge_one(spec, requests, answers):
+    """Judge one program; the candidate's pipe ends are closed afterwards."""
+    result = {}
     try:
-        link, result["candidate_isolation"], ready = _connect(config, spec)
+        link, result["candidate_isolation"], ready = _connect(requests, answers, spec)
         if ready.get("ready") is not True:
             result.update(verdict="fail", detail="program did not load: " + str(ready.get("error"))[:500])
         else:
@@ -392,9 +397,57 @@ def run_judge(config):
         result["calls"] = link.calls
     except BaseException as exc:
         result.update(verdict=_outcome(exc), detail=_describe(exc))
-    sys.stdout.write(json.dumps(result))
-    sys.stdout.flush()
-    os._exit(0)
+    finally:
+        os.close(requests)
+        os.close(answers)
+        sys.modules.pop("__reference__", None)
+    return result
+
+
+def run_judge(config):
+    """Serve judgements until the harness closes the socket.
+
+    One judge process serves many programs in turn (it only ever runs trusted test code, so
+    nothing of one program can reach the next); each request carries the spec and, as
+    SCM_RIGHTS, the two pipe ends to that program's candidate process.
+    """
+    import json
+    import socket
+
+    _prepare(config)
+    channel = socket.socket(fileno=config["socket_fd"])
+    report = lock_down(config["isolation"])
+    _silence_stdio()
+    header = struct.Struct(">I")
+    while True:
+        try:
+            body, fds, _, _ = socket.recv_fds(channel, 1 << 16, 2)
+            while len(body) < header.size:
+                more = channel.recv(header.size)
+                if not more:
+                    break
+                body += more
+        except OSError:
+            os._exit(0)
+        if len(body) < header.size:
+            os._exit(0)
+        (size,) = header.unpack(body[:header.size])
+        body = bytearray(body[header.size:])
+        while len(body) < size:
+            chunk = channel.recv(min(size - len(body), 1 << 20))
+            if not chunk:
+                os._exit(0)
+            body += chunk
+        spec = json.loads(bytes(body))
+        if len(fds) != 2:
+            result = {"verdict": "error", "detail": "judge received %d descriptors" % len(fds)}
+            for fd in fds:
+                os.close(fd)
+        else:
+            result = judge_one(spec, fds[0], fds[1])
+        result["isolation"] = report
+        payload = json.dumps(result).encode()
+        channel.sendall(header.pack(len(payload)) + payload)
 
 
 # -- reference ---------------------------------------------------------------------------------
@@ -402,6 +455,7 @@ def run_judge(config):
 def run_reference(config):
     """Expected outputs and run times of the reference solution (no program involved)."""
     import copy
+    import json
 
     _prepare(config)
     spec = json.loads(sys.stdin.buffer.read())
@@ -436,6 +490,8 @@ def _silence_stdio_keep_stdout():
 # -- single ------------------------------------------------------------------------------------
 
 def run_single(config):
+    import json
+
     _prepare(config)
     data = json.loads(sys.stdin.buffer.read())
     verdict_fd = config["verdict_fd"]
@@ -455,6 +511,8 @@ def run_single(config):
 
 
 def main():
-    config = json.loads(sys.argv[1])
+    import marshal
+
+    config = marshal.loads(bytes.fromhex(sys.argv[-1]))  # marshal: no json/re import at start-up
     {"candidate": run_candidate, "judge": run_judge, "reference": run_reference,
      "single": run_single}[config["role"]](config)

@@ -11,8 +11,9 @@ must stay self-contained, standard-library only, and free of `from __future__` i
 """
 
 import base64
-import json
 import math
+
+from _json import encode_basestring_ascii as _quote
 
 _TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o"})
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -90,8 +91,33 @@ def encode(value):
     return {"o": [getattr(kind, "__qualname__", "object"), text]}
 
 
+def _float_json(value):
+    if math.isfinite(value):
+        return repr(value)
+    return '{"f":"' + ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")) + '"}'
+
+
 def dumps(value):
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    """JSON text for already-encoded (or plain JSON) data, without the `json` module.
+
+    The program's interpreter uses this so it need not import `json` (and `re`) at start-up.
+    """
+    kind = type(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return _float_json(value)
+    if kind is str:
+        return _quote(value)
+    if kind is list or kind is tuple:
+        return "[" + ",".join([dumps(v) for v in value]) + "]"
+    if kind is dict:
+        return "{" + ",".join([_quote(str(k)) + ":" + dumps(v) for k, v in value.items()]) + "}"
+    raise TypeError("cannot write " + kind.__name__ + " as JSON")
 
 
 class DecodeError(ValueError):
@@ -147,6 +173,8 @@ def decode(node):
 
 def loads(text):
     """Parse one message (bytes or str) into plain data, or raise DecodeError."""
+    import json
+
     if len(text) > MAX_MESSAGE_BYTES:
         raise DecodeError("message too large")
     try:

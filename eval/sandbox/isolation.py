@@ -28,7 +28,6 @@ sent as source into the sandboxed interpreter.
 import ctypes
 import errno
 import os
-import platform
 import resource
 import struct
 
@@ -50,7 +49,7 @@ SECCOMP_MODE_FILTER = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine
 # Syscall numbers that differ by architecture. Landlock's are the same everywhere.
 _SYS = {
     "x86_64": {"capset": 126},

@@ -13,6 +13,8 @@ How a verdict is reached (judged mode: HumanEval, HumanEval+, MBPP, MBPP+):
 
 The program's process never sees the tests, the expected outputs or the verdict channel, and the
 judge never runs a line of the program: it only receives data, decoded into plain Python values.
+Because the judge runs trusted code only, one judge process (sandboxed as well) serves many
+programs in turn; each program still gets its own fresh interpreter.
 So exiting early with status 0 (`os._exit(0)`, `sys.exit(0)`), printing "PASS", patching `check`,
 builtins, `sys.exit` or `atexit`, returning an object whose `__eq__` is always true, or killing
 the judge all end in "fail" (or "timeout"/"error"), never in "pass".
@@ -41,10 +43,14 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
+import queue
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -90,9 +96,14 @@ class SandboxConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Programs run at once."""
     program_limits: Limits = field(default_factory=Limits)
-    judge_limits: Limits = field(default_factory=lambda: Limits(cpu_s=60.0, memory_bytes=8 << 30))
+    judge_limits: Limits = field(default_factory=lambda: Limits(cpu_s=3600.0, memory_bytes=8 << 30))
+    """For the long-lived judge processes (CPU time adds up over the runs each one serves)."""
     startup_s: float = 20.0
     """Allowance for interpreter start and isolation set-up (not part of any test's time)."""
+    wall_factor: float = 3.0
+    """Time limits bound the program's CPU time (RLIMIT_CPU) exactly; the judge's wall-clock
+    deadlines are this many times longer, so a busy machine does not turn slow-but-correct
+    programs into timeouts. A program that sleeps or blocks is stopped by the wall clock."""
     strict: bool = False
     """Refuse to run when an isolation layer is missing, instead of warning once."""
 
@@ -161,7 +172,11 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
         self.root = Path(tempfile.mkdtemp(prefix="tuner-sandbox-"))
-        self._source = child_source()
+        # Compiled once: every sandboxed interpreter loads this code object instead of compiling
+        # ~40 KB of source at start-up.
+        self._code_path = self.root / "child.marshal"
+        self._code_path.write_bytes(marshal.dumps(compile(child_source(), "<sandbox>", "exec")))
+        self._judges: queue.SimpleQueue[_Judge] = queue.SimpleQueue()
         self._read_paths = default_read_paths()
         self._import_paths = site_package_dirs()
         self._isolation: dict | None = None
@@ -171,7 +186,8 @@ class Sandbox:
 
     def _command(self, config: dict) -> list[str]:
         flags = ["-S", "-s", "-B", "-X", "utf8"] + (["-P"] if sys.version_info >= (3, 11) else [])
-        return [sys.executable, *flags, "-c", self._source, json.dumps(config)]
+        loader = "import marshal,sys;exec(marshal.loads(open(sys.argv[1],'rb').read()))"
+        return [sys.executable, *flags, "-c", loader, str(self._code_path), marshal.dumps(config).hex()]
 
     def _environment(self, workdir: str) -> dict[str, str]:
         return {"PYTHONHASHSEED": "0", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
@@ -226,49 +242,64 @@ class Sandbox:
         self.isolation()
         started = time.monotonic()
         limits = self.config.program_limits
-        program_limits = Limits(**{**asdict(limits), "cpu_s": max(limits.cpu_s, budget_s + spec["load_s"] + 1)})
-        wall_s = self.config.startup_s + spec["load_s"] + budget_s + 5
-        judge_limits = Limits(**{**asdict(self.config.judge_limits),
-                                 "cpu_s": max(self.config.judge_limits.cpu_s, wall_s)})
+        program_limits = Limits(**{**asdict(limits), "cpu_s": budget_s + spec["load_s"] + 1})
+        factor = self.config.wall_factor
+        wall_s = self.config.startup_s + (spec["load_s"] + budget_s) * factor + 5
+        spec = dict(spec, load_s=spec["load_s"] * factor)
+        if "timeout_s" in spec:
+            spec["timeout_s"] *= factor
+        if "groups" in spec:
+            spec["groups"] = [dict(g, time_limits=[t * factor for t in g["time_limits"]]) for g in spec["groups"]]
         pipes = _Pipes()
         requests_r, requests_w = pipes.new()
         answers_r, answers_w = pipes.new()
         candidate = judge = None
-        workdirs: list[str] = []
+        workdir = ""
         try:
             candidate, workdir = self._spawn("candidate", program_limits, (requests_r, answers_w),
                                              {"fds": [requests_r, answers_w]}, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            workdirs.append(workdir)
-            judge, workdir = self._spawn("judge", judge_limits, (requests_w, answers_r),
-                                         {"fds": [requests_w, answers_r]}, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            workdirs.append(workdir)
-            pipes.close_all()
-            payload = json.dumps({**spec, "program": program, "startup_s": self.config.startup_s}).encode()
-            try:
-                out, err = judge.communicate(payload, timeout=wall_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(judge)
+            pipes.close(requests_r)
+            pipes.close(answers_w)
+            judge = self._acquire_judge()
+            result = judge.run({**spec, "program": program, "startup_s": self.config.startup_s},
+                               (requests_w, answers_r), wall_s)
+            pipes.close_all()  # the judge holds its own copies now
+            if result is None:
+                judge.close()
+                judge = None
                 return Verdict(TIMEOUT, f"no verdict within {wall_s:.0f} s", duration_s=time.monotonic() - started)
+            if result.get("verdict") == "died":
+                try:
+                    candidate.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    result.update(verdict=FAIL, detail="the program closed its end of the pipe")
             _kill_group(candidate)
-            return self._judged_verdict(out, err, judge.returncode, candidate.returncode, started)
+            return self._judged_verdict(result, candidate.returncode, started)
         finally:
             pipes.close_all()
-            _kill_group(judge)
+            if judge is not None:
+                self._release_judge(judge)
             _kill_group(candidate)
-            self._cleanup(*workdirs)
+            if workdir:
+                self._cleanup(workdir)
+
+    def _acquire_judge(self) -> "_Judge":
+        try:
+            return self._judges.get_nowait()
+        except queue.Empty:
+            limits = self.config.judge_limits
+            return _Judge(self, limits)
+
+    def _release_judge(self, judge: "_Judge") -> None:
+        if judge.healthy():
+            self._judges.put(judge)
+        else:
+            judge.close()
 
     @staticmethod
-    def _judged_verdict(out: bytes, err: bytes, judge_status: int, candidate_status: int,
-                        started: float) -> Verdict:
+    def _judged_verdict(result: dict, candidate_status: int | None, started: float) -> Verdict:
         duration = time.monotonic() - started
-        try:
-            result = json.loads(out)
-        except ValueError:
-            tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
-            return Verdict(ERROR, f"judge exited with status {judge_status}: {' | '.join(tail)}",
-                           duration_s=duration)
         verdict, detail = result.pop("verdict", ERROR), result.pop("detail", "")
         if verdict == "died":
             # The program's process ended while the judge waited for it; its status says why.
@@ -383,6 +414,11 @@ class Sandbox:
                     future.cancel()
 
     def close(self) -> None:
+        while True:
+            try:
+                self._judges.get_nowait().close()
+            except queue.Empty:
+                break
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":
@@ -390,6 +426,62 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Judge:
+    """One long-lived judge process and the socket the harness talks to it through."""
+
+    MAX_RUNS = 200
+    _HEADER = struct.Struct(">I")
+
+    def __init__(self, sandbox: Sandbox, limits: Limits) -> None:
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.log = open(sandbox.root / f"judge-{theirs.fileno()}-{time.monotonic_ns()}.log", "wb")
+        try:
+            self.process, self.workdir = sandbox._spawn(
+                "judge", limits, (theirs.fileno(),), {"socket_fd": theirs.fileno()},
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+        finally:
+            theirs.close()
+        self.sandbox = sandbox
+        self.runs = 0
+        self.broken = False
+
+    def run(self, spec: dict, fds: tuple[int, int], wall_s: float) -> dict | None:
+        """Send one spec with the candidate's pipe ends; the verdict dict, or None on timeout."""
+        payload = json.dumps(spec).encode()
+        frame = self._HEADER.pack(len(payload)) + payload
+        self.runs += 1
+        try:
+            self.channel.settimeout(wall_s)
+            socket.send_fds(self.channel, [frame[:65536]], list(fds))
+            self.channel.sendall(frame[65536:])
+            size = self._HEADER.unpack(self._receive(self._HEADER.size))[0]
+            return json.loads(self._receive(size))
+        except (OSError, ValueError) as exc:
+            self.broken = True
+            if isinstance(exc, socket.timeout):
+                return None
+            tail = self.log.name
+            return {"verdict": ERROR, "detail": f"judge failed ({exc}); see {tail}"}
+
+    def _receive(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.channel.recv(min(size - len(data), 1 << 20))
+            if not chunk:
+                raise OSError("judge closed the connection")
+            data += chunk
+        return bytes(data)
+
+    def healthy(self) -> bool:
+        return not self.broken and self.runs < self.MAX_RUNS and self.process.poll() is None
+
+    def close(self) -> None:
+        self.channel.close()
+        _kill_group(self.process)
+        self.log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class _Pipes:
