@@ -142,9 +142,10 @@ def landlock_abi():
     return abi if abi > 0 else 0
 
 
-def apply_landlock(read_paths, write_paths, device_paths):
-    """Allow reading `read_paths`, read-write under `write_paths`, read/write of the device files;
-    deny everything else, including execution, TCP, and signals out of the sandbox."""
+def apply_landlock(read_paths, write_paths, device_paths, list_paths=()):
+    """Allow reading `read_paths`, read-write under `write_paths`, read/write of the device files,
+    and only listing (no file contents) under `list_paths`; deny everything else, including
+    execution, TCP, and signals out of the sandbox."""
     abi = landlock_abi()
     if abi < 1:
         return 0, "Landlock unavailable"
@@ -187,6 +188,8 @@ def apply_landlock(read_paths, write_paths, device_paths):
             os.close(fd)
 
     try:
+        for path in list_paths:
+            allow(path, LL_READ_DIR)
         for path in read_paths:
             allow(path, dir_read if os.path.isdir(path) else file_read)
         for path in write_paths:
@@ -306,7 +309,7 @@ def lock_down(config):
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         report["notes"].append(_err("PR_SET_NO_NEW_PRIVS"))
     abi, note = apply_landlock(config["read_paths"], [workdir] + list(config.get("write_paths", [])),
-                               config.get("device_paths", []))
+                               config.get("device_paths", []), config.get("list_paths", []))
     report["landlock_abi"] = abi
     if note:
         report["notes"].append(note)

@@ -203,7 +203,9 @@ class Sandbox:
                                            "file_bytes": limits.file_bytes,
                                            "open_files": limits.open_files,
                                            "processes": limits.processes},
-                                "read_paths": self._read_paths, "device_paths": DEVICE_PATHS}}
+                                "read_paths": self._read_paths, "device_paths": DEVICE_PATHS,
+                                # the import system lists site-packages; excluded packages stay unreadable
+                                "list_paths": self._import_paths}}
         process = subprocess.Popen(self._command(config), env=self._environment(workdir), cwd=workdir,
                                    pass_fds=pass_fds, start_new_session=True, **popen)
         return process, workdir
