@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from eval.data.download import DownloadError
 from eval.jsonl import InputError
 
 log = logging.getLogger("tuner-eval")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             return status
         return do_evaluate(args, samples, args.out / "results.json")
-    except InputError as exc:
+    except (InputError, DownloadError) as exc:
         print(f"tuner-eval: {exc}", file=sys.stderr)
         return 2
 

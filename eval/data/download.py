@@ -22,6 +22,10 @@ def cache_dir() -> Path:
     return base / "tuner" / "eval"
 
 
+class DownloadError(RuntimeError):
+    """A data set could not be fetched; the message says where to put it instead."""
+
+
 @dataclass(frozen=True)
 class Remote:
     """One published data file."""
@@ -46,7 +50,7 @@ def fetch(remote: Remote, cache: Path | None = None) -> Path:
     """Return the cached file, downloading it (and checking its hash) the first time.
 
     Raises:
-        RuntimeError: the download failed or its hash does not match the pinned one.
+        DownloadError: the download failed or its hash does not match the pinned one.
     """
     import requests
 
@@ -65,8 +69,9 @@ def fetch(remote: Remote, cache: Path | None = None) -> Path:
                     handle.write(block)
     except requests.RequestException as exc:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {remote.url}: {exc}; download it yourself and pass "
-                           f"--dataset, or put it at {target}") from exc
+        reason = type(exc).__name__
+        raise DownloadError(f"could not download {remote.url} ({reason}); download it yourself and pass "
+                            f"--dataset, or put it at {target}") from exc
     if remote.member:
         with zipfile.ZipFile(partial) as archive:
             extracted = folder / (remote.filename + ".member")
@@ -76,7 +81,7 @@ def fetch(remote: Remote, cache: Path | None = None) -> Path:
         partial = extracted
     if remote.sha256 and sha256_file(partial) != remote.sha256:
         partial.unlink()
-        raise RuntimeError(f"{remote.url}: sha256 differs from the pinned {remote.sha256}")
+        raise DownloadError(f"{remote.url}: sha256 differs from the pinned {remote.sha256}")
     os.replace(partial, target)
     return target
 

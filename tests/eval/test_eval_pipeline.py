@@ -126,3 +126,15 @@ def test_tuner_eval_run_end_to_end_with_the_hf_backend(tiny_llama_dir, tmp_path)
     assert results["generation"]["prompt_style"] == "instruct"
     raw = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
     assert len(raw) == 6
+
+
+def test_unreachable_data_gives_a_one_line_error(tmp_path):
+    samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "11", "solution": "x = 1\n"}])
+    env_cache = {"TUNER_EVAL_CACHE": str(tmp_path / "empty-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env_cache})
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tuner-eval: could not download") and "--dataset" in last
+    assert "Traceback" not in result.stderr
