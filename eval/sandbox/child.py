@@ -23,14 +23,13 @@ import os
 import struct
 import sys
 import time
-import types
 
 # The program's interpreter imports only what it needs (no json, re or pickle.py): start-up time
 # is most of the cost of a sandboxed run. The judge imports the rest lazily.
 
 try:  # imported as a module (tests, tools); in the sandbox these names come first in the source
     from eval.sandbox.codec import DecodeError, Digest, decode, digest, dumps, encode, exactly_comparable, loads
-    from eval.sandbox.isolation import lock_down
+    from eval.sandbox.isolation import enter_network_namespace, lock_down
 except ImportError:
     pass
 
@@ -110,8 +109,27 @@ def _prepare(config):
 
 # -- candidate ---------------------------------------------------------------------------------
 
+def _pack(message):
+    """Judge -> candidate: marshal (built in, no imports on the candidate's side) when the
+    arguments are core types, pickle otherwise (e.g. MBPP's tree nodes). This direction carries
+    only the judge's own data."""
+    import marshal
+
+    try:
+        return b"M" + marshal.dumps(message)
+    except ValueError:
+        import pickle
+
+        return b"P" + pickle.dumps(message, protocol=4)
+
+
 def _unpickle(data, namespace):
     """Classes the judge defined in its reference module resolve to the program's own classes."""
+    if data[:1] == b"M":
+        import marshal
+
+        return marshal.loads(data[1:])
+    data = data[1:]
     import _pickle
 
     class NamespaceUnpickler(_pickle.Unpickler):
@@ -132,7 +150,7 @@ def run_candidate(config):
     send_message(answers, dumps({"isolation": report}).encode())
     _silence_stdio()
     kind, program = _unpickle(receive_message(requests, limit=1 << 30), {})
-    module = types.ModuleType("__candidate__")
+    module = type(sys)("__candidate__")
     sys.modules["__candidate__"] = module
     namespace = module.__dict__
     try:
@@ -203,10 +221,8 @@ class Link:
     def call(self, name, args, kwargs, mode="value"):
         """The program's `name(*args, **kwargs)`: its value as plain data, or with mode "digest"
         only the digest of its value (for outputs too large to ship)."""
-        import pickle
-
         try:
-            payload = pickle.dumps(("call", name, args, kwargs, mode), protocol=4)
+            payload = _pack(("call", name, tuple(args), dict(kwargs), mode))
         except Exception as exc:
             raise JudgeError("cannot send arguments to the program: " + _describe(exc))
         send_message(self.requests, payload)
@@ -248,19 +264,17 @@ class CandidateFunction:
 
 
 def _reference_module(code):
-    module = types.ModuleType("__reference__")
+    module = type(sys)("__reference__")
     sys.modules["__reference__"] = module
     exec(compile(code, "<reference>", "exec"), module.__dict__)
     return module.__dict__
 
 
 def _connect(requests, answers, spec):
-    import pickle
-
     link = Link(requests, answers)
     hello = link.receive(time.monotonic() + spec["startup_s"])
     isolation = hello.get("isolation") if set(hello) == {"isolation"} else None
-    send_message(requests, pickle.dumps(("load", spec["program"]), protocol=4))
+    send_message(requests, _pack(("load", spec["program"])))
     ready = link.receive(time.monotonic() + spec["load_s"])
     return link, isolation, ready
 
@@ -530,7 +544,7 @@ def run_single(config):
     nonce, program = data.pop("nonce"), data.pop("program")
     del data
     _silence_stdio()
-    module = types.ModuleType("__main__")
+    module = type(sys)("__main__")
     try:
         exec(compile(program, "<program>", "exec"), module.__dict__)
     except BaseException as exc:
@@ -540,9 +554,106 @@ def run_single(config):
     os._exit(0)
 
 
+# -- zygote -------------------------------------------------------------------------------------
+
+def run_zygote(config):
+    """Fork a pristine interpreter for each program (the "zygote" launcher).
+
+    This process is itself a fresh interpreter started by the harness with the fixed minimal
+    environment; it never runs a program. It enters an empty network namespace once, then, for
+    each request (a candidate config plus the candidate's two pipe ends as SCM_RIGHTS), forks a
+    child that closes everything else, applies its own isolation layers and becomes a candidate.
+    It reaps its children and reports their exit statuses.
+    """
+    import json
+    import select
+    import signal
+    import socket
+
+    _prepare(config)
+    channel = socket.socket(fileno=config["socket_fd"])
+    network, note = enter_network_namespace()
+    header = struct.Struct(">I")
+
+    def send(message):
+        payload = json.dumps(message).encode()
+        channel.sendall(header.pack(len(payload)) + payload)
+
+    send({"network": network, "note": note})
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    import _pickle  # noqa: F401  (loaded once here instead of in every child that needs it)
+
+    while True:
+        ready, _, _ = select.select([channel, wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+        if channel not in ready:
+            continue
+        try:
+            body, fds, _, _ = socket.recv_fds(channel, 1 << 20, 2)
+        except OSError:
+            os._exit(0)
+        if not body:
+            os._exit(0)
+        (size,) = header.unpack(body[:header.size])
+        body = bytearray(body[header.size:])
+        while len(body) < size:
+            chunk = channel.recv(size - len(body))
+            if not chunk:
+                os._exit(0)
+            body += chunk
+        request = json.loads(bytes(body))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _become_candidate(request["config"], fds, network)
+            finally:
+                os._exit(70)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        for fd in fds:
+            os.close(fd)
+        send({"id": request["id"], "pid": pid})
+
+
+def _become_candidate(config, fds, network):
+    """In a freshly forked child of the zygote: keep only the candidate's pipes, then run."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    keep = set(fds) | {0, 1, 2}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    config["fds"] = list(fds)
+    config["isolation"]["inherited_network"] = network
+    os.chdir(config["isolation"]["workdir"])
+    run_candidate(config)
+
+
 def main():
     import marshal
 
     config = marshal.loads(bytes.fromhex(sys.argv[-1]))  # marshal: no json/re import at start-up
     {"candidate": run_candidate, "judge": run_judge, "reference": run_reference,
-     "single": run_single}[config["role"]](config)
+     "single": run_single, "zygote": run_zygote}[config["role"]](config)

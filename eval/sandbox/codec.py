@@ -10,7 +10,6 @@ This file is also sent as source into the sandboxed interpreters (see `eval.sand
 must stay self-contained, standard-library only, and free of `from __future__` imports.
 """
 
-import base64
 import math
 
 from _json import encode_basestring_ascii as _quote
@@ -117,6 +116,8 @@ def encode(value):
     if kind is dict:
         return {"d": [[encode(k), encode(v)] for k, v in value.items()]}
     if kind is bytes:
+        import base64  # imports `re`: only when needed, it is a third of the start-up time
+
         return {"b": base64.b64encode(value).decode("ascii")}
     if kind is complex:
         return {"c": [_float(value.real), _float(value.imag)]}
@@ -205,6 +206,8 @@ def decode(node):
     if tag == "f":
         return _decode_float(node)
     if tag == "b":
+        import base64
+
         if type(body) is not str:
             raise DecodeError("bad bytes")
         return base64.b64decode(body.encode("ascii"), validate=True)

@@ -70,28 +70,56 @@ def _write(path, text):
         handle.write(text)
 
 
-def enter_namespaces(workdir, tmpfs_size):
-    """New net/mount/IPC/UTS namespaces and a tmpfs on `workdir`. Returns (net_ok, tmpfs_ok, note)."""
+def enter_network_namespace():
+    """A new, empty network namespace (inside a new user namespace when not root).
+
+    Returns (ok, note). The program launcher (zygote) enters one once; the programs it forks
+    inherit it and only add their own mount, IPC and UTS namespaces.
+    """
     uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    if os.geteuid() != 0:
-        flags |= CLONE_NEWUSER
+    flags = CLONE_NEWNET | (CLONE_NEWUSER if os.geteuid() != 0 else 0)
+    if _libc.unshare(flags) != 0:
+        return False, _err("unshare(CLONE_NEWNET)")
+    if flags & CLONE_NEWUSER:
+        _map_own_ids(uid, gid)
+    return True, ""
+
+
+def _map_own_ids(uid, gid):
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", "%d %d 1" % (uid, uid))
+    _write("/proc/self/gid_map", "%d %d 1" % (gid, gid))
+
+
+def enter_namespaces(workdir, tmpfs_size, inherited_network=None):
+    """New net/mount/IPC/UTS namespaces and a tmpfs on `workdir`. Returns (net_ok, tmpfs_ok, note).
+
+    With `inherited_network` (True/False: whether the parent's network namespace is a private
+    one) no network namespace is created here.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    if inherited_network is None:
+        flags |= CLONE_NEWNET
+        if os.geteuid() != 0:
+            flags |= CLONE_NEWUSER
+    net = bool(inherited_network) if inherited_network is not None else True
     if _libc.unshare(flags) != 0:
         note = _err("unshare")
+        if inherited_network is not None:
+            return net, False, note
         # Without a user namespace for the mount, try the network alone (needs CAP_SYS_ADMIN).
         if _libc.unshare(CLONE_NEWNET) != 0:
             return False, False, note + "; " + _err("unshare(CLONE_NEWNET)")
         return True, False, note
     if flags & CLONE_NEWUSER:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", "%d %d 1" % (uid, uid))
-        _write("/proc/self/gid_map", "%d %d 1" % (gid, gid))
+        _map_own_ids(uid, gid)
     if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return True, False, _err("mount --make-rprivate /")
+        return net, False, _err("mount --make-rprivate /")
     options = ("size=%s,mode=0700,uid=%d,gid=%d" % (tmpfs_size, uid, gid)).encode()
     if _libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0:
-        return True, False, _err("mount tmpfs")
-    return True, True, ""
+        return net, False, _err("mount tmpfs")
+    return net, True, ""
 
 
 # -- 3. capabilities ---------------------------------------------------------------------------
@@ -294,11 +322,12 @@ def apply_seccomp():
 def lock_down(config):
     """Apply every layer; returns {"layer": True/False or detail, "notes": [...]}.
 
-    config: workdir, tmpfs_size, limits, read_paths, write_paths (besides workdir), device_paths.
+    config: workdir, tmpfs_size, limits, read_paths, write_paths (besides workdir), device_paths,
+    list_paths, inherited_network (set by the zygote launcher).
     """
     report = {"notes": []}
     workdir = config["workdir"]
-    net, tmpfs, note = enter_namespaces(workdir, config.get("tmpfs_size", "64m"))
+    net, tmpfs, note = enter_namespaces(workdir, config.get("tmpfs_size", "64m"), config.get("inherited_network"))
     report["network_namespace"], report["private_tmpfs"] = net, tmpfs
     if note:
         report["notes"].append(note)

@@ -24,10 +24,11 @@ REFERENCE = "def attempt():\n    return 'blocked'\n"
 CHECK = "def check(candidate):\n    assert candidate() == 'blocked'\n"
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    config = SandboxConfig(workers=2, program_limits=Limits(cpu_s=5, memory_bytes=1 << 30, file_bytes=1 << 20,
-                                                            open_files=64))
+@pytest.fixture(scope="module", params=["zygote", "exec"])
+def sandbox(request):
+    """Both ways of starting a program's interpreter face every attempt."""
+    config = SandboxConfig(workers=2, launcher=request.param,
+                           program_limits=Limits(cpu_s=5, memory_bytes=1 << 30, file_bytes=1 << 20, open_files=64))
     with Sandbox(config) as box:
         report = box.isolation()
         if report["missing"]:
@@ -68,6 +69,11 @@ def test_programs_cannot_start_other_programs(sandbox, how):
     assert verdict.verdict == PASS, verdict
 
 
+def _children(pid: int) -> set[int]:
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()}
+
+
 def test_fork_bomb_and_threads_leave_nothing_running(sandbox):
     body = """
     import threading, time
@@ -82,11 +88,14 @@ def test_fork_bomb_and_threads_leave_nothing_running(sandbox):
     threading.Thread(target=time.sleep, args=(600,), daemon=False).start()
     return 'blocked' if forks == 0 else 'escaped'
     """
+    assert attempt(sandbox, "return 'blocked'").verdict == PASS  # judges and launcher are up now
+    before = _children(os.getpid())
     verdict = attempt(sandbox, body)
     assert verdict.verdict == PASS, verdict
     time.sleep(0.5)
-    survivors = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    assert "role\": \"candidate" not in survivors
+    assert _children(os.getpid()) == before  # the program's process is gone, and nothing else came
+    if sandbox.config.launcher == "zygote":
+        assert _children(sandbox._zygote.process.pid) == set()  # forked programs were killed and reaped
 
 
 # -- network ------------------------------------------------------------------------------------
