@@ -43,6 +43,11 @@ def evaluate(task_name: str, samples_path: Path, dataset_path: Path | None = Non
         results = choice_results(task.name, dataset, samples, ks)
     else:
         results = caption_results(task.name, dataset, samples)
+    attempted = {s.task_id for s in samples}
+    if len(attempted) < len(dataset.problems):
+        results["incomplete"] = (f"samples cover {len(attempted)} of the {len(dataset.problems)} problems; "
+                                 "pass@k is over those only")
+        log.warning(results["incomplete"])
     results["dataset"] = dataset.describe()
     results["samples"] = str(samples_path)
     generation = samples_path.parent / "generation.json"

@@ -42,12 +42,16 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
             todo.append(task_id)
 
     def compute(task_id: str) -> dict:
-        return sandbox.reference(task.reference_spec(dataset.problems[task_id]))
+        try:
+            return sandbox.reference(task.reference_spec(dataset.problems[task_id]))
+        except RuntimeError as exc:  # the data set's own solution failed: its samples get "error"
+            return {"error": str(exc)}
 
     progress = tqdm(total=len(todo), desc=f"{task.name} reference outputs", disable=not todo)
     for task_id, result in sandbox.map(compute, todo):
-        path = folder / (hashlib.sha256(task_id.encode()).hexdigest()[:16] + ".json")
-        path.write_text(json.dumps(result))
+        if "error" not in result:
+            path = folder / (hashlib.sha256(task_id.encode()).hexdigest()[:16] + ".json")
+            path.write_text(json.dumps(result))
         outputs[task_id] = result
         progress.update()
     progress.close()
@@ -57,6 +61,8 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
 def _run(sandbox: Sandbox, check: Check, program: str) -> Verdict:
     if check.mode == "skip":
         return Verdict(SKIPPED, check.reason)
+    if check.mode == "error":
+        return Verdict(ERROR, check.reason)
     if check.mode == "single":
         return sandbox.single(program, check.budget_s)
     return sandbox.judge(check.spec, program, check.budget_s)
@@ -85,7 +91,11 @@ def execute_samples(task: CodeTask, dataset: Dataset, samples: list[Sample], ver
     checks: dict[str, Check] = {}
     for sample in todo:
         if sample.task_id not in checks:
-            checks[sample.task_id] = task.check(dataset.problems[sample.task_id], outputs.get(sample.task_id))
+            reference = outputs.get(sample.task_id)
+            if reference is not None and "error" in reference:
+                checks[sample.task_id] = Check("error", reason=reference["error"])
+            else:
+                checks[sample.task_id] = task.check(dataset.problems[sample.task_id], reference)
 
     def judge(sample: Sample) -> Verdict:
         try:

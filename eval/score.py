@@ -158,7 +158,7 @@ def summary_table(results: dict) -> str:
     for group, entry in results.get("accuracy", {}).items():
         rows.append((f"acc {group}", f"{100 * entry['accuracy']:.2f}  (n={entry['n']})"))
     for name, value in results.get("metrics", {}).items():
-        rows.append((name, f"{100 * value:.2f}" if name.startswith("BLEU") else f"{100 * value:.2f}"))
+        rows.append((name, f"{100 * value:.2f}"))
     if "verdict_counts" in results:
         rows.append(("verdicts", ", ".join(f"{k} {v}" for k, v in results["verdict_counts"].items())))
     if results.get("skipped_tasks"):

@@ -23,7 +23,8 @@ class Check:
     """How to judge one problem's programs.
 
     mode "judge": `spec` for `Sandbox.judge` with `budget_s` of test time; mode "single": the
-    program is a self-checking test program (DS-1000); mode "skip": not runnable here (`reason`).
+    program is a self-checking test program (DS-1000); mode "skip": not runnable here (`reason`);
+    mode "error": the task itself cannot be checked (its reference solution failed, `reason`).
     """
 
     mode: str
@@ -175,7 +176,9 @@ class MBPP(CodeTask):
 
     def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
         record = problem.record
-        setup = (record.get("test_setup_code") or "").replace("\r\n", "\n")
+        # The full file has `test_setup_code`; the sanitized one lists `test_imports` instead.
+        setup = "\n".join([*(record.get("test_imports") or []), record.get("test_setup_code") or ""])
+        setup = setup.replace("\r\n", "\n")
         spec = {"kind": "assert_statements", "reference": record["code"].replace("\r\n", "\n"),
                 "setup": setup, "tests": list(record["test_list"]),
                 "proxied": _tested_functions(record), "timeout_s": self.timeout_s, "load_s": self.timeout_s}

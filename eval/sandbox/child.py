@@ -15,6 +15,7 @@ reference  A judge without a candidate: runs the reference solution on every inp
 single     For tests that must share an interpreter with the program (DS-1000): runs the whole
            test program and, only if it finishes without an exception, writes a per-run secret
            nonce (received on stdin before the program) to the verdict pipe.
+zygote     The program launcher: forks a pristine copy of itself for each candidate.
 """
 
 import builtins

@@ -1,10 +1,13 @@
 """Run untrusted programs: the harness side of the sandbox.
 
-Each program runs in a fresh interpreter started with `subprocess` (never a fork of the
-harness), with a fixed minimal environment that holds no value from the harness's environment
-(`HOME`/`TMPDIR` point at its own working directory; thread counts are pinned to 1), in its own
-throwaway working directory and session (process group), under the isolation layers of
-`eval.sandbox.isolation`.
+Each program runs in its own interpreter process, never a fork of the harness: either forked
+from a launcher ("zygote") that is itself a fresh interpreter started with `subprocess`, never
+runs a program and holds nothing of the harness, or (`launcher="exec"`) started with
+`subprocess` directly. It gets a fixed minimal environment that holds no value from the
+harness's environment (`HOME`/`TMPDIR` point at its own working directory; thread counts are
+pinned to 1), its own throwaway working directory (a private tmpfs) and its own process group,
+and locks itself down with the layers of `eval.sandbox.isolation` before it receives the program.
+Programs run in parallel, `SandboxConfig.workers` at a time.
 
 How a verdict is reached (judged mode: HumanEval, HumanEval+, MBPP, MBPP+):
 
@@ -34,6 +37,9 @@ What the sandbox does NOT protect against:
   spawning is limited only by RLIMIT_NPROC (not applied to uid 0) and the process-group kill, and
   network access only by the network namespace. `Sandbox.isolation()` reports what is in force
   and the harness warns once when a layer is missing (`strict=True` refuses to run instead).
+- With the zygote launcher, programs share the launcher's empty network namespace; on kernels
+  without Landlock ABI 6 two programs running at the same time could reach each other over
+  abstract UNIX sockets (nothing else is reachable there).
 - Reading files that the sandbox must allow: the Python installation and its site-packages
   (except the data-bearing packages excluded in `default_read_paths`) and system libraries.
 - Programs that are correct only by luck or by hard-coding the visible test inputs.
@@ -57,7 +63,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -438,8 +444,6 @@ class Sandbox:
         with ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="sandbox") as pool:
             futures = {pool.submit(function, item): item for item in items}
             try:
-                from concurrent.futures import as_completed
-
                 for future in as_completed(futures):
                     yield futures[future], future.result()
             finally:

@@ -72,6 +72,17 @@ def test_mbpp_reference_code_passes_for_the_500_test_tasks(shared_data, tmp_path
         assert entry["verdicts"][1:] in ([], ["fail"]), (task_id, entry)
 
 
+def test_mbpp_sanitized_file_loads_the_test_split_and_its_code_passes(shared_data, tmp_path):
+    path = shared_data / "mbpp" / "sanitized-mbpp.json"
+    rows = json.loads(path.read_text())
+    records = [{"task_id": r["task_id"], "solution": r["code"]} for r in rows if 11 <= r["task_id"] <= 510]
+    samples = write_samples(tmp_path / "samples.jsonl", records[::6])
+    results = evaluate("mbpp", samples, path, ks=[1], sandbox_config=SandboxConfig(workers=2), show_progress=False)
+    assert len(results["per_task"]) == len(records[::6]) > 30
+    assert results["dataset"]["problems"] == len(records)
+    assert all(entry["verdicts"] == ["pass"] for entry in results["per_task"].values()), results["verdict_counts"]
+
+
 # Tasks with special oracles (set equality, always-true, zero, pyramid area, digit distance) and
 # with inputs evalplus stores as lists but passes as tuples, sets or complex numbers.
 MBPP_PLUS_TASKS = [2, 7, 63, 115, 124, 164, 252, 259, 278, 295, 558, 580, 581, 722]

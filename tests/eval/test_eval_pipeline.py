@@ -116,14 +116,14 @@ def test_tuner_eval_run_end_to_end_with_the_hf_backend(tiny_llama_dir, tmp_path)
     out = tmp_path / "run"
     result = tuner_eval("run", "--task", "humaneval", "--backend", "hf", "--model", str(tiny_llama_dir),
                         "--limit", "3", "--n", "2", "--temperature", "0.7", "--max-new-tokens", "24",
-                        "--prompt-style", "instruct", "--k", "1,2,10", "--out", str(out))
+                        "--prompt-style", "instruct", "--chat", "--k", "1,2,10", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pass@1" in result.stdout and "pass@10" not in result.stdout  # only k <= n is reported
     results = json.loads((out / "results.json").read_text())
     assert set(results["pass@k"]) == {"pass@1", "pass@2"} and len(results["per_task"]) == 3
     assert all(e["n"] == 2 for e in results["per_task"].values())
     assert results["generation"]["sampling_effective"]["temperature"] == 0.7
-    assert results["generation"]["prompt_style"] == "instruct"
+    assert results["generation"]["prompt_style"] == "instruct" and results["generation"]["chat"] is True
     raw = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
     assert len(raw) == 6
 
