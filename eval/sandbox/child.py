@@ -620,7 +620,9 @@ def run_zygote(config):
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _become_candidate(request["config"], fds, network)
+                candidate = {"role": "candidate", "import_paths": config["import_paths"],
+                             "isolation": {**config["isolation"], **request["config"]["isolation"]}}
+                _become_candidate(candidate, fds, network)
             finally:
                 os._exit(70)
         try:

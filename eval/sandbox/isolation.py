@@ -38,7 +38,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 CLONE_THREAD = 0x00010000
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
@@ -120,6 +120,20 @@ def enter_namespaces(workdir, tmpfs_size, inherited_network=None):
     if _libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0:
         return net, False, _err("mount tmpfs")
     return net, True, ""
+
+
+def hide_paths(paths):
+    """Cover each path with an empty read-only tmpfs (folders) or /dev/null (files), in this
+    process's private mount namespace. Returns False if any mount failed."""
+    for path in paths:
+        if os.path.isdir(path):
+            ok = _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             b"size=4k,mode=0555") == 0
+        else:
+            ok = _libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None) == 0
+        if not ok:
+            return False
+    return True
 
 
 # -- 3. capabilities ---------------------------------------------------------------------------
@@ -323,7 +337,8 @@ def lock_down(config):
     """Apply every layer; returns {"layer": True/False or detail, "notes": [...]}.
 
     config: workdir, tmpfs_size, limits, read_paths, write_paths (besides workdir), device_paths,
-    list_paths, inherited_network (set by the zygote launcher).
+    list_paths, hidden_paths and broad_read_paths (see `hide_paths`), inherited_network (set by
+    the zygote launcher).
     """
     report = {"notes": []}
     workdir = config["workdir"]
@@ -331,14 +346,19 @@ def lock_down(config):
     report["network_namespace"], report["private_tmpfs"] = net, tmpfs
     if note:
         report["notes"].append(note)
+    read_paths, list_paths = config["read_paths"], config.get("list_paths", [])
+    if tmpfs and hide_paths(config.get("hidden_paths", [])):
+        # The excluded packages are covered by empty mounts in this private mount namespace, so
+        # whole folders can be granted: a few rules instead of one per site-packages entry.
+        read_paths, list_paths = config.get("broad_read_paths", read_paths), []
     os.chdir(workdir)
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     report["capabilities_dropped"] = drop_capabilities()
     set_limits(config["limits"])
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         report["notes"].append(_err("PR_SET_NO_NEW_PRIVS"))
-    abi, note = apply_landlock(config["read_paths"], [workdir] + list(config.get("write_paths", [])),
-                               config.get("device_paths", []), config.get("list_paths", []))
+    abi, note = apply_landlock(read_paths, [workdir] + list(config.get("write_paths", [])),
+                               config.get("device_paths", []), list_paths)
     report["landlock_abi"] = abi
     if note:
         report["notes"].append(note)

@@ -147,11 +147,30 @@ def default_read_paths() -> list[str]:
             if name.endswith(".pth") or any(name.startswith(x) for x in EXCLUDED_PACKAGES):
                 continue
             paths.add(entry)
-    for system in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/etc/ld.so.cache",
-                   "/etc/localtime", "/usr/share/zoneinfo"):
-        if os.path.exists(system):
-            paths.add(Path(system))
+    paths.update(Path(p) for p in _SYSTEM_READ if os.path.exists(p))
     return sorted(str(p) for p in paths)
+
+
+def hidden_paths() -> list[str]:
+    """The excluded site-packages entries (covered by empty mounts inside the sandbox)."""
+    found = []
+    for site_dir in site_package_dirs():
+        for entry in Path(site_dir).iterdir():
+            name = entry.name.lower()
+            if name.endswith(".pth") or any(name.startswith(x) for x in EXCLUDED_PACKAGES):
+                found.append(str(entry))
+    return sorted(found)
+
+
+def broad_read_paths() -> list[str]:
+    """Python's own files, whole site-packages folders and the system libraries."""
+    paths = {str(Path(sysconfig.get_paths()["stdlib"])), str(Path(sys.base_prefix) / "lib"), *site_package_dirs()}
+    paths.update(p for p in _SYSTEM_READ if os.path.exists(p))
+    return sorted(paths)
+
+
+_SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/localtime",
+                "/usr/share/zoneinfo")
 
 
 def site_package_dirs() -> list[str]:
@@ -197,6 +216,8 @@ class Sandbox:
         self._judges: queue.SimpleQueue[_Judge] = queue.SimpleQueue()
         self._zygote: _Zygote | None = None
         self._read_paths = default_read_paths()
+        self._broad_read_paths = broad_read_paths()
+        self._hidden_paths = hidden_paths()
         self._import_paths = site_package_dirs()
         self._isolation: dict | None = None
         self._lock = threading.Lock()
@@ -222,15 +243,22 @@ class Sandbox:
 
     def _config(self, role: str, limits: Limits, workdir: str, extra: dict) -> dict:
         return {"role": role, "import_paths": self._import_paths, **extra,
-                  "isolation": {"workdir": workdir, "tmpfs_size": limits.tmpfs_size,
-                                "limits": {"cpu_s": max(1, int(limits.cpu_s + 0.999)),
-                                           "memory_bytes": limits.memory_bytes,
-                                           "file_bytes": limits.file_bytes,
-                                           "open_files": limits.open_files,
-                                           "processes": limits.processes},
-                                "read_paths": self._read_paths, "device_paths": DEVICE_PATHS,
-                                # the import system lists site-packages; excluded packages stay unreadable
-                                "list_paths": self._import_paths}}
+                "isolation": {**self._per_program(limits, workdir), **self._shared_isolation()}}
+
+    @staticmethod
+    def _per_program(limits: Limits, workdir: str) -> dict:
+        return {"workdir": workdir, "tmpfs_size": limits.tmpfs_size,
+                "limits": {"cpu_s": max(1, int(limits.cpu_s + 0.999)), "memory_bytes": limits.memory_bytes,
+                           "file_bytes": limits.file_bytes, "open_files": limits.open_files,
+                           "processes": limits.processes}}
+
+    def _shared_isolation(self) -> dict:
+        """The isolation settings every program shares (the zygote holds them once)."""
+        return {"read_paths": self._read_paths, "device_paths": DEVICE_PATHS,
+                # where the excluded packages cannot be covered by mounts, the import system may
+                # still list site-packages while those packages stay unreadable
+                "list_paths": self._import_paths,
+                "broad_read_paths": self._broad_read_paths, "hidden_paths": self._hidden_paths}
 
     def _launch_candidate(self, limits: Limits, fds: tuple[int, int]) -> "_Candidate":
         if self.config.launcher == "exec":
@@ -242,7 +270,7 @@ class Sandbox:
                 self._zygote = _Zygote(self)
             zygote = self._zygote
         workdir = tempfile.mkdtemp(dir=self.root)
-        pid = zygote.spawn(self._config("candidate", limits, workdir, {}), fds)
+        pid = zygote.spawn({"isolation": self._per_program(limits, workdir)}, fds)
         return _Candidate(pid, workdir, zygote=zygote)
 
     def _cleanup(self, *workdirs: str) -> None:
