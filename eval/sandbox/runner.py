@@ -220,7 +220,8 @@ class Sandbox:
         self._hidden_paths = hidden_paths()
         self._import_paths = site_package_dirs()
         self._isolation: dict | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()         # the isolation probe
+        self._zygote_lock = threading.Lock()  # starting the launcher
 
     # -- process plumbing ----------------------------------------------------------------------
 
@@ -265,7 +266,7 @@ class Sandbox:
             process, workdir = self._spawn("candidate", limits, fds, {"fds": list(fds)}, stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return _Candidate(process.pid, workdir, process=process)
-        with self._lock:
+        with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive():
                 self._zygote = _Zygote(self)
             zygote = self._zygote
@@ -283,13 +284,16 @@ class Sandbox:
         """The layers in force on this machine, from a trivial sandboxed run (cached)."""
         with self._lock:
             if self._isolation is None:
-                verdict = self._single("pass", timeout_s=30, check_isolation=False)
-                report = dict(verdict.extra.get("isolation") or {})
                 if self.config.launcher == "zygote":
-                    # Programs inherit the launcher's network namespace rather than making one.
-                    if self._zygote is None or not self._zygote.alive():
-                        self._zygote = _Zygote(self)
-                    report["network_namespace"] = report.get("network_namespace") and self._zygote.network
+                    # A trivial judged program: reports what programs get, and warms a judge.
+                    spec = {"kind": "check_function", "reference": "def probe():\n    return 1\n",
+                            "test": "def check(candidate):\n    assert candidate() == 1\n",
+                            "entry_point": "probe", "timeout_s": 10.0, "load_s": 10.0}
+                    verdict = self._judge(spec, "def probe():\n    return 1\n", 10.0)
+                    report = dict(verdict.extra.get("candidate_isolation") or {})
+                else:
+                    verdict = self._single("pass", timeout_s=30, check_isolation=False)
+                    report = dict(verdict.extra.get("isolation") or {})
                 self._isolation = {**report, "missing": missing_layers(report)}
                 if self._isolation["missing"]:
                     message = isolation_warning(self._isolation)
@@ -310,6 +314,9 @@ class Sandbox:
             budget_s: the test time the candidate may use (CPU limit and the harness's wall clock).
         """
         self.isolation()
+        return self._judge(spec, program, budget_s)
+
+    def _judge(self, spec: dict, program: str, budget_s: float) -> Verdict:
         started = time.monotonic()
         limits = self.config.program_limits
         program_limits = Limits(**{**asdict(limits), "cpu_s": budget_s + spec["load_s"] + 1})
