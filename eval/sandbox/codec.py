@@ -53,20 +53,39 @@ class Digest:
 
 
 def digest(value):
-    """sha256 of `marshal.dumps(value, 2)`, or None when marshal refuses the value.
+    """sha256 of the value's pickle (protocol 4, memo off), or None when it cannot be pickled.
 
-    C speed and linear in size (a million-digit int costs no decimal conversion; version 2 has no
-    back-references, so the bytes depend only on the value). Two values of the types that
-    `exactly_comparable` accepts are equal exactly when their digests are (1 and True, or 0.0 and
-    -0.0, are the exceptions, and never reach a digest comparison for tasks whose outputs mix them).
+    C speed and linear in size (a million-digit int costs no decimal conversion). With the memo
+    off ("fast" mode) the bytes depend only on the value, never on which objects happen to be
+    shared. Two values of the types `exactly_comparable` accepts are equal exactly when their
+    digests are (1 and True, 1 and 1.0, or 0.0 and -0.0 are the exceptions; expected outputs that
+    mix them are rare, and are compared as values when small).
     """
+    import _pickle
     import hashlib
-    import marshal
+    import io
 
+    class _Sink(io.RawIOBase):
+        """Hash the pickle as it is written instead of holding it (outputs can be gigabytes)."""
+
+        def __init__(self):
+            self.sha = hashlib.sha256()
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.sha.update(data)
+            return len(data)
+
+    sink = _Sink()
     try:
-        return hashlib.sha256(marshal.dumps(value, 2)).hexdigest()
-    except (ValueError, RecursionError, MemoryError):
+        pickler = _pickle.Pickler(sink, protocol=4)
+        pickler.fast = True
+        pickler.dump(value)
+    except (ValueError, TypeError, RecursionError, MemoryError, AttributeError, _pickle.PicklingError):
         return None
+    return sink.sha.hexdigest()
 
 
 def exactly_comparable(value, allow_floats=True):
