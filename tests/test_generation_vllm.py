@@ -55,3 +55,27 @@ def test_vllm_samples_n_per_prompt_and_reports_results_as_they_finish(vllm_gener
     assert [r.texts for r in again] == [r.texts for r in results]  # seeded sampling is reproducible
     effective = vllm_generator.effective_sampling(SamplingConfig(n=4, temperature=1.0, top_p=0.9))
     assert effective["n"] == 4 and effective["top_p"] == 0.9 and effective["top_k"] == 0
+
+
+def test_harness_generates_with_vllm_and_matches_hf_samples(vllm_generator, tiny_llama_dir, tmp_path):
+    from eval.evaluate import evaluate
+    from eval.generate import extract_samples, generate_raw
+    from eval.sandbox import SandboxConfig
+    from eval.tasks import get_task
+
+    task = get_task("humaneval")
+    dataset = task.load(None)
+    ids = list(dataset.problems)[:4]
+    sampling = SamplingConfig(max_new_tokens=32)
+    texts = {}
+    for name, generator in (("vllm", vllm_generator),
+                            ("hf", make_generator("hf", str(tiny_llama_dir), batch_size=4))):
+        out = tmp_path / name
+        report = generate_raw(task, dataset, generator, sampling, out, task_ids=ids)
+        assert report.generated == 4 and report.failed_prompts == 0
+        samples = extract_samples(task, dataset, out)
+        texts[name] = samples.read_text()
+        results = evaluate("humaneval", samples, ks=[1], sandbox_config=SandboxConfig(workers=2), show_progress=False)
+        assert set(results["per_task"]) == set(ids)
+        assert results["generation"]["generator"]["backend"] == name
+    assert texts["vllm"] == texts["hf"]  # same greedy samples, same stop-sequence truncation

