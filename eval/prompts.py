@@ -3,15 +3,14 @@ WizardCoder/Alpaca template, or the tokenizer's chat template through the backen
 
 from __future__ import annotations
 
+from tuner.data.templates import WIZARDCODER_PROMPT
 from tuner.generation import Message
 
 STYLES = ("base", "instruct")
 
-ALPACA_TEMPLATE = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    "\n\n### Instruction:\n{instruction}\n\n### Response:"
-)
-"""The template WizardCoder was trained and evaluated with (Alpaca's, without an input field)."""
+ALPACA_TEMPLATE = WIZARDCODER_PROMPT
+"""The template WizardCoder was trained and evaluated with (Alpaca's, without an input field), the
+same text `tuner train` uses for `template: wizardcoder` and `alpaca` records without input."""
 
 INSTRUCT_STOPS = ["\n### Instruction", "\n### Response"]
 

@@ -116,7 +116,7 @@ def generate_tasks(n: int, seed: int, split: str = "train") -> list[Task]:
         if parity != (0 if split == "train" else 1):
             continue
         name = f"{verb}_{noun}"
-        k = rng.randint(2, 19)
+        k = rng.randint(2, 9)
         key = (family.key, name, k)
         if key in seen:
             continue
