@@ -1,0 +1,145 @@
+"""LLaMA-Adapter's gated prompt attention as a vLLM module, shared by the Llama and GPTBigCode models.
+
+For the current tokens' queries Q (as the layer's attention sees them: rotated for Llama, plain for
+GPTBigCode) the module returns
+
+    delta = gate_factor * softmax(Q @ Kp^T * scaling) @ Vp
+
+which the attention module adds to its attention output before the output projection, exactly as
+tuner's transformers implementation does (tuner/adapters/llama_adapter/layer.py; the formula is
+also written into each exported config.json under `llama_adapter.computation`).
+
+Why no change to vLLM's paged KV cache: Kp/Vp are the layer's own frozen key/value projections of
+the K prompt vectors, without rotary embedding, so they depend on neither the sequence nor the
+position. They are computed once, after the weights are loaded (`precompute`, called from the
+model's `process_weights_after_loading`, by calling the layer's qkv projection on the prompt, which
+also applies any projection bias), and kept as non-persistent buffers. Each token's term then
+needs only its own query, so vLLM's flattened token batches (prefill and decode mixed) need no
+sequence bookkeeping here.
+
+Tensor parallelism: the qkv projection of a rank yields that rank's query heads and KV heads, so
+the prompt keys/values come out sharded exactly like the attention heads; per-head gates are
+sliced to the rank's heads when loaded. The prompt itself is replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tuner.adapters.llama_adapter.config import GATE_TANH_PER_HEAD, LlamaAdapterConfig
+from tuner.adapters.llama_adapter.hf_model import adapter_config_of
+
+ProjectKeysValues = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""prompt [K, hidden] -> this rank's keys, values [K, local_kv_heads * head_dim]."""
+
+ADAPTER_MODULE_NAME = "llama_adapter"
+"""Attribute of an attention module holding its prompt attention (the name training saved under)."""
+
+
+class PromptAttention(nn.Module):
+    """Prompt, gate and precomputed prompt keys/values of one adapted attention layer (one TP rank).
+
+    Args:
+        adapter: the exported adapter config (K and the gate mode).
+        hidden_size: model hidden size (the prompt's width).
+        total_num_heads: query heads of the whole layer (the per-head gate's saved length).
+        num_heads, num_kv_heads: query and KV heads on this rank.
+        head_dim: head size.
+        scaling: softmax scaling of the base attention.
+    """
+
+    def __init__(self, adapter: LlamaAdapterConfig, hidden_size: int, total_num_heads: int, num_heads: int,
+                 num_kv_heads: int, head_dim: int, scaling: float) -> None:
+        super().__init__()
+        from vllm.distributed import get_tensor_model_parallel_rank
+        from vllm.model_executor.utils import set_weight_attrs
+
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scaling = scaling
+        self.per_head_gate = adapter.gate == GATE_TANH_PER_HEAD
+        self.first_head = get_tensor_model_parallel_rank() * num_heads
+        self.total_num_heads = total_num_heads
+        length = adapter.adapter_len
+        self.prompt = nn.Parameter(torch.empty(length, hidden_size), requires_grad=False)
+        self.gate = nn.Parameter(torch.empty(num_heads if self.per_head_gate else 1), requires_grad=False)
+        set_weight_attrs(self.gate, {"weight_loader": self._load_gate})
+        self.register_buffer("prompt_keys", torch.zeros(num_heads, length, head_dim), persistent=False)
+        self.register_buffer("prompt_values", torch.zeros(num_heads, length, head_dim), persistent=False)
+        self.register_buffer("gate_factor", torch.zeros(num_heads, 1, 1), persistent=False)
+
+    def _load_gate(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
+        if self.per_head_gate:
+            if loaded.shape != (self.total_num_heads,):
+                raise ValueError(f"llama_adapter.gate has shape {tuple(loaded.shape)}, expected ({self.total_num_heads},)")
+            loaded = loaded.narrow(0, self.first_head, self.num_heads)
+        elif loaded.numel() != 1:
+            raise ValueError(f"llama_adapter.gate has shape {tuple(loaded.shape)}; the scalar gate mode expects (1,)")
+        param.data.copy_(loaded.reshape(param.shape))
+
+    @torch.no_grad()
+    def precompute(self, project_keys_values: ProjectKeysValues) -> None:
+        """Fill the prompt key/value and gate buffers from the loaded weights (call after loading)."""
+        keys, values = project_keys_values(self.prompt)
+        self.prompt_keys.copy_(self._per_query_head(keys))
+        self.prompt_values.copy_(self._per_query_head(values))
+        factor = torch.tanh(self.gate) if self.per_head_gate else self.gate.expand(self.num_heads)
+        self.gate_factor.copy_(factor.view(-1, 1, 1))
+
+    def _per_query_head(self, projected: torch.Tensor) -> torch.Tensor:
+        """[K, kv_heads * hd] -> [heads, K, hd]; query head h reads KV head h // (heads / kv_heads)."""
+        length = projected.shape[0]
+        per_kv_head = projected.view(length, self.num_kv_heads, self.head_dim).transpose(0, 1)
+        return per_kv_head.repeat_interleave(self.num_heads // self.num_kv_heads, dim=0)
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        """Gated prompt attention of queries [tokens, heads * hd]; returns the same shape."""
+        tokens = queries.shape[0]
+        per_head = queries.view(tokens, self.num_heads, self.head_dim).transpose(0, 1)
+        scores = torch.matmul(per_head, self.prompt_keys.transpose(1, 2).to(queries.dtype)) * self.scaling
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
+        probs = probs * self.gate_factor.to(queries.dtype)
+        delta = torch.matmul(probs, self.prompt_values.to(queries.dtype))
+        return delta.transpose(0, 1).reshape(tokens, self.num_heads * self.head_dim)
+
+
+def prompt_attention_for(config, layer_index: int, **shape) -> PromptAttention | None:
+    """The prompt attention of layer `layer_index` of an exported model, or None if it is not adapted.
+
+    `shape` holds the PromptAttention arguments after `adapter` (hidden size, heads, head dim, scaling).
+    """
+    adapter = adapter_config_of(config)
+    text_layers, _ = adapter.resolve_layers(config.num_hidden_layers)
+    if layer_index not in text_layers:
+        return None
+    return PromptAttention(adapter, **shape)
+
+
+def through_fused_qkv(qkv_linear: nn.Module, q_size: int, kv_size: int) -> ProjectKeysValues:
+    """Prompt keys/values from a vLLM fused qkv linear: the key and value slices of its output, no rotary."""
+    def keys_values(prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        qkv, _ = qkv_linear(prompt)
+        _, keys, values = qkv.split([q_size, kv_size, kv_size], dim=-1)
+        return keys, values
+
+    return keys_values
+
+
+def precompute_prompt_attention(model: nn.Module, qkv_linear_name: str) -> int:
+    """Call `precompute` on every adapted attention module of `model`; returns how many there were.
+
+    Each attention module must have its fused qkv linear under `qkv_linear_name` and the sizes of
+    its local query and KV slices as `q_size` and `kv_size` (as vLLM's attention modules do).
+    """
+    count = 0
+    for module in model.modules():
+        prompt_attention = getattr(module, ADAPTER_MODULE_NAME, None)
+        if isinstance(prompt_attention, PromptAttention):
+            project = through_fused_qkv(getattr(module, qkv_linear_name), module.q_size, module.kv_size)
+            prompt_attention.precompute(project)
+            count += 1
+    return count
