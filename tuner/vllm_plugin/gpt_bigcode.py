@@ -30,15 +30,10 @@ from vllm.model_executor.models.gpt2 import GPT2MLP
 from vllm.model_executor.models.utils import (
     AutoWeightsLoader,
     WeightsMapper,
-    extract_layer_index,
     maybe_prefix,
 )
 
-from tuner.vllm_plugin.prompt_attention import (
-    ADAPTER_MODULE_NAME,
-    precompute_prompt_attention,
-    prompt_attention_for,
-)
+from tuner.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
 
 
 class GPTBigCodeAdapterAttention(nn.Module):
@@ -47,29 +42,22 @@ class GPTBigCodeAdapterAttention(nn.Module):
         super().__init__()
         tp_size = get_tensor_model_parallel_world_size()
         self.hidden_size = config.hidden_size
-        total_num_heads = config.num_attention_heads
-        if total_num_heads % tp_size:
-            raise ValueError(f"{total_num_heads} attention heads do not split over tensor_parallel_size {tp_size}")
-        self.num_heads = total_num_heads // tp_size
-        self.head_dim = self.hidden_size // total_num_heads
+        self.total_num_heads = config.num_attention_heads
+        if self.total_num_heads % tp_size:
+            raise ValueError(f"{self.total_num_heads} attention heads do not split over tensor_parallel_size {tp_size}")
+        self.num_heads = self.total_num_heads // tp_size
+        self.head_dim = self.hidden_size // self.total_num_heads
         self.num_kv_heads = 1  # multi-query: one key/value head, replicated on every rank
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.head_dim
         self.scaling = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
-        self.c_attn = QKVParallelLinear(self.hidden_size, self.head_dim, total_num_heads, 1, bias=True,
+        self.c_attn = QKVParallelLinear(self.hidden_size, self.head_dim, self.total_num_heads, 1, bias=True,
                                         quant_config=quant_config, prefix=f"{prefix}.c_attn")
         self.c_proj = RowParallelLinear(self.hidden_size, self.hidden_size, bias=True,
                                         quant_config=quant_config, prefix=f"{prefix}.c_proj")
         self.attn = Attention(self.num_heads, self.head_dim, scale=self.scaling, num_kv_heads=self.num_kv_heads,
                               cache_config=cache_config, quant_config=quant_config, prefix=f"{prefix}.attn")
-        adaption = prompt_attention_for(
-            config, extract_layer_index(prefix), hidden_size=self.hidden_size, total_num_heads=total_num_heads,
-            num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, scaling=self.scaling,
-        )
-        if adaption is not None:
-            self.add_module(ADAPTER_MODULE_NAME, adaption)
-        else:
-            setattr(self, ADAPTER_MODULE_NAME, None)
+        attach_prompt_attention(self, config, prefix)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         qkv, _ = self.c_attn(hidden_states)

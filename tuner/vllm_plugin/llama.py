@@ -10,13 +10,8 @@ from __future__ import annotations
 import torch
 from vllm.config import VllmConfig
 from vllm.model_executor.models.llama import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM
-from vllm.model_executor.models.utils import extract_layer_index
 
-from tuner.vllm_plugin.prompt_attention import (
-    ADAPTER_MODULE_NAME,
-    precompute_prompt_attention,
-    prompt_attention_for,
-)
+from tuner.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
 
 
 class LlamaAdapterAttention(LlamaAttention):
@@ -24,15 +19,7 @@ class LlamaAdapterAttention(LlamaAttention):
 
     def __init__(self, *, config, prefix: str = "", **kwargs) -> None:
         super().__init__(config=config, prefix=prefix, **kwargs)
-        adaption = prompt_attention_for(
-            config, extract_layer_index(prefix), hidden_size=self.hidden_size,
-            total_num_heads=self.total_num_heads, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
-            head_dim=self.head_dim, scaling=self.scaling,
-        )
-        if adaption is not None:
-            self.add_module(ADAPTER_MODULE_NAME, adaption)
-        else:
-            setattr(self, ADAPTER_MODULE_NAME, None)
+        attach_prompt_attention(self, config, prefix)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         qkv, _ = self.qkv_proj(hidden_states)

@@ -15,7 +15,9 @@ position. They are computed once, after the weights are loaded (`precompute`, ca
 model's `process_weights_after_loading`, by calling the layer's qkv projection on the prompt, which
 also applies any projection bias), and kept as non-persistent buffers. Each token's term then
 needs only its own query, so vLLM's flattened token batches (prefill and decode mixed) need no
-sequence bookkeeping here.
+sequence bookkeeping here. The constant factors are folded into the buffers at the same time
+(Kp * scaling, stored transposed, and gate_factor * Vp, the gate being per head or a scalar), so
+a forward is two small batched matmuls and a float32 softmax.
 
 Tensor parallelism: the qkv projection of a rank yields that rank's query heads and KV heads, so
 the prompt keys/values come out sharded exactly like the attention heads; per-head gates are
@@ -24,6 +26,7 @@ sliced to the rank's heads when loaded. The prompt itself is replicated.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
@@ -31,6 +34,8 @@ from torch import nn
 
 from tuner.adapters.llama_adapter.config import GATE_TANH_PER_HEAD, LlamaAdapterConfig
 from tuner.adapters.llama_adapter.hf_model import adapter_config_of
+
+logger = logging.getLogger(__name__)
 
 ProjectKeysValues = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """prompt [K, hidden] -> this rank's keys, values [K, local_kv_heads * head_dim]."""
@@ -68,14 +73,15 @@ class PromptAttention(nn.Module):
         self.prompt = nn.Parameter(torch.empty(length, hidden_size), requires_grad=False)
         self.gate = nn.Parameter(torch.empty(num_heads if self.per_head_gate else 1), requires_grad=False)
         set_weight_attrs(self.gate, {"weight_loader": self._load_gate})
-        self.register_buffer("prompt_keys", torch.zeros(num_heads, length, head_dim), persistent=False)
-        self.register_buffer("prompt_values", torch.zeros(num_heads, length, head_dim), persistent=False)
-        self.register_buffer("gate_factor", torch.zeros(num_heads, 1, 1), persistent=False)
+        # Derived from the weights by `precompute`: scaling * Kp^T [heads, hd, K] and gate_factor * Vp [heads, K, hd].
+        self.register_buffer("scaled_keys_t", torch.zeros(num_heads, head_dim, length), persistent=False)
+        self.register_buffer("gated_values", torch.zeros(num_heads, length, head_dim), persistent=False)
 
     def _load_gate(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
         if self.per_head_gate:
             if loaded.shape != (self.total_num_heads,):
-                raise ValueError(f"llama_adapter.gate has shape {tuple(loaded.shape)}, expected ({self.total_num_heads},)")
+                raise ValueError(f"llama_adapter.gate has shape {tuple(loaded.shape)}, "
+                                 f"expected ({self.total_num_heads},)")
             loaded = loaded.narrow(0, self.first_head, self.num_heads)
         elif loaded.numel() != 1:
             raise ValueError(f"llama_adapter.gate has shape {tuple(loaded.shape)}; the scalar gate mode expects (1,)")
@@ -83,12 +89,12 @@ class PromptAttention(nn.Module):
 
     @torch.no_grad()
     def precompute(self, project_keys_values: ProjectKeysValues) -> None:
-        """Fill the prompt key/value and gate buffers from the loaded weights (call after loading)."""
+        """Fill the key and value buffers from the loaded weights (call after loading)."""
         keys, values = project_keys_values(self.prompt)
-        self.prompt_keys.copy_(self._per_query_head(keys))
-        self.prompt_values.copy_(self._per_query_head(values))
-        factor = torch.tanh(self.gate) if self.per_head_gate else self.gate.expand(self.num_heads)
-        self.gate_factor.copy_(factor.view(-1, 1, 1))
+        gate = self.gate.float()
+        factor = torch.tanh(gate) if self.per_head_gate else gate.expand(self.num_heads)
+        self.scaled_keys_t.copy_((self._per_query_head(keys).float() * self.scaling).transpose(1, 2))
+        self.gated_values.copy_(self._per_query_head(values).float() * factor.view(-1, 1, 1))
 
     def _per_query_head(self, projected: torch.Tensor) -> torch.Tensor:
         """[K, kv_heads * hd] -> [heads, K, hd]; query head h reads KV head h // (heads / kv_heads)."""
@@ -100,23 +106,31 @@ class PromptAttention(nn.Module):
         """Gated prompt attention of queries [tokens, heads * hd]; returns the same shape."""
         tokens = queries.shape[0]
         per_head = queries.view(tokens, self.num_heads, self.head_dim).transpose(0, 1)
-        scores = torch.matmul(per_head, self.prompt_keys.transpose(1, 2).to(queries.dtype)) * self.scaling
+        scores = torch.matmul(per_head, self.scaled_keys_t)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
-        probs = probs * self.gate_factor.to(queries.dtype)
-        delta = torch.matmul(probs, self.prompt_values.to(queries.dtype))
+        delta = torch.matmul(probs, self.gated_values)
         return delta.transpose(0, 1).reshape(tokens, self.num_heads * self.head_dim)
 
 
-def prompt_attention_for(config, layer_index: int, **shape) -> PromptAttention | None:
-    """The prompt attention of layer `layer_index` of an exported model, or None if it is not adapted.
+def attach_prompt_attention(attention: nn.Module, config, prefix: str) -> None:
+    """Set `attention.llama_adapter` to its layer's PromptAttention, or None if the layer is not adapted.
 
-    `shape` holds the PromptAttention arguments after `adapter` (hidden size, heads, head dim, scaling).
+    `prefix` is the attention module's vLLM prefix (it holds the layer index). The module must
+    carry the shape attributes vLLM's attention modules have: hidden_size, total_num_heads,
+    num_heads and num_kv_heads (on this rank), head_dim and scaling.
     """
+    from vllm.model_executor.models.utils import extract_layer_index
+
     adapter = adapter_config_of(config)
     text_layers, _ = adapter.resolve_layers(config.num_hidden_layers)
-    if layer_index not in text_layers:
-        return None
-    return PromptAttention(adapter, **shape)
+    if extract_layer_index(prefix) not in text_layers:
+        setattr(attention, ADAPTER_MODULE_NAME, None)
+        return
+    attention.add_module(ADAPTER_MODULE_NAME, PromptAttention(
+        adapter, hidden_size=attention.hidden_size, total_num_heads=attention.total_num_heads,
+        num_heads=attention.num_heads, num_kv_heads=attention.num_kv_heads, head_dim=attention.head_dim,
+        scaling=attention.scaling,
+    ))
 
 
 def through_fused_qkv(qkv_linear: nn.Module, q_size: int, kv_size: int) -> ProjectKeysValues:
@@ -129,8 +143,8 @@ def through_fused_qkv(qkv_linear: nn.Module, q_size: int, kv_size: int) -> Proje
     return keys_values
 
 
-def precompute_prompt_attention(model: nn.Module, qkv_linear_name: str) -> int:
-    """Call `precompute` on every adapted attention module of `model`; returns how many there were.
+def precompute_prompt_attention(model: nn.Module, qkv_linear_name: str) -> None:
+    """Call `precompute` on every adapted attention module of `model` (after its weights are loaded).
 
     Each attention module must have its fused qkv linear under `qkv_linear_name` and the sizes of
     its local query and KV slices as `q_size` and `kv_size` (as vLLM's attention modules do).
@@ -142,4 +156,4 @@ def precompute_prompt_attention(model: nn.Module, qkv_linear_name: str) -> int:
             project = through_fused_qkv(getattr(module, qkv_linear_name), module.q_size, module.kv_size)
             prompt_attention.precompute(project)
             count += 1
-    return count
+    logger.info("LLaMA-Adapter: prompt keys/values computed for %d adapted layers", count)

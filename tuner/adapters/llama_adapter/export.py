@@ -109,7 +109,8 @@ def export_adapted_model(model, tokenizer, out: Path, dtype: torch.dtype) -> Pat
 
     Args:
         model: a Llama, Mistral or GPTBigCode *ForCausalLM after `add_llama_adapter` /
-            `load_llama_adapter` (or a DeepSpeed/DDP wrapper of one); it is not changed.
+            `load_llama_adapter`, or a DDP / DeepSpeed ZeRO-0-2 wrapper of one (ZeRO-3 shards
+            must be consolidated first, as `tuner export` does); it is not changed.
         tokenizer: saved beside the weights.
         out: the folder to write (created if needed).
         dtype: dtype of the saved floating-point weights.
@@ -131,7 +132,8 @@ def export_adapted_model(model, tokenizer, out: Path, dtype: torch.dtype) -> Pat
 
     state, folded = fold_bias_scale({name: tensor.detach().cpu() for name, tensor in inner.state_dict().items()})
     state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
-    fields = {k: v for k, v in inner.config.to_dict().items() if k not in ("model_type", "auto_map", "transformers_version")}
+    dropped = ("model_type", "auto_map", "transformers_version")
+    fields = {k: v for k, v in inner.config.to_dict().items() if k not in dropped}
     fields.update(architectures=[model_class.__name__], dtype=dtype, use_cache=True,  # training may turn it off
                   **{EXPORT_SECTION: _export_section(inner, adapter, folded)})
     if folded and inner.config.model_type == "llama":

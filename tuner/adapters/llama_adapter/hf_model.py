@@ -100,13 +100,14 @@ def adapter_config_of(config) -> LlamaAdapterConfig:
 class _AdaptedConfigMixin:
     """The base family's config plus the `llama_adapter` section and an `auto_map` to the stub."""
 
-    llama_adapter: dict | None = None
+    llama_adapter = None  # the config.json section; set from the file (or by export) like any extra field
+    model_class_name = ""  # the matching *AdapterForCausalLM, named in auto_map
 
     def __post_init__(self, **kwargs) -> None:
         super().__post_init__(**kwargs)
         self.auto_map = {
             "AutoConfig": f"{STUB_MODULE}.{type(self).__name__}",
-            "AutoModelForCausalLM": f"{STUB_MODULE}.{_MODEL_CLASS_NAMES[type(self).__name__]}",
+            "AutoModelForCausalLM": f"{STUB_MODULE}.{self.model_class_name}",
         }
 
     @classmethod
@@ -134,14 +135,17 @@ class _AdaptedModelMixin:
 
 class AdaptedLlamaConfig(_AdaptedConfigMixin, LlamaConfig):
     model_type = "llama_adapter"
+    model_class_name = "LlamaAdapterForCausalLM"
 
 
 class AdaptedMistralConfig(_AdaptedConfigMixin, MistralConfig):
     model_type = "mistral_adapter"
+    model_class_name = "MistralAdapterForCausalLM"
 
 
 class AdaptedGPTBigCodeConfig(_AdaptedConfigMixin, GPTBigCodeConfig):
     model_type = "gpt_bigcode_adapter"
+    model_class_name = "GPTBigCodeAdapterForCausalLM"
 
 
 class LlamaAdapterForCausalLM(_AdaptedModelMixin, LlamaForCausalLM):
@@ -155,12 +159,6 @@ class MistralAdapterForCausalLM(_AdaptedModelMixin, MistralForCausalLM):
 class GPTBigCodeAdapterForCausalLM(_AdaptedModelMixin, GPTBigCodeForCausalLM):
     config_class = AdaptedGPTBigCodeConfig
 
-
-_MODEL_CLASS_NAMES = {
-    "AdaptedLlamaConfig": "LlamaAdapterForCausalLM",
-    "AdaptedMistralConfig": "MistralAdapterForCausalLM",
-    "AdaptedGPTBigCodeConfig": "GPTBigCodeAdapterForCausalLM",
-}
 
 EXPORT_CLASSES: dict[str, tuple[type, type]] = {
     "llama": (AdaptedLlamaConfig, LlamaAdapterForCausalLM),
