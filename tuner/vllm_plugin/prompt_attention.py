@@ -15,9 +15,10 @@ position. They are computed once, after the weights are loaded (`precompute`, ca
 model's `process_weights_after_loading`, by calling the layer's qkv projection on the prompt, which
 also applies any projection bias), and kept as non-persistent buffers. Each token's term then
 needs only its own query, so vLLM's flattened token batches (prefill and decode mixed) need no
-sequence bookkeeping here. The constant factors are folded into the buffers at the same time
-(Kp * scaling, stored transposed, and gate_factor * Vp, the gate being per head or a scalar), so
-a forward is two small batched matmuls and a float32 softmax.
+sequence bookkeeping here. The operations run in the same order and precision as tuner's
+implementation (scaling after the score matmul, gate after the float32 softmax): folding the
+scaling and gate into the buffers is the same algebra, but its different rounding turned one of
+64 greedy 128-token continuations in bench/vllm_adapter_throughput.py away from transformers'.
 
 Tensor parallelism: the qkv projection of a rank yields that rank's query heads and KV heads, so
 the prompt keys/values come out sharded exactly like the attention heads; per-head gates are
@@ -73,9 +74,10 @@ class PromptAttention(nn.Module):
         self.prompt = nn.Parameter(torch.empty(length, hidden_size), requires_grad=False)
         self.gate = nn.Parameter(torch.empty(num_heads if self.per_head_gate else 1), requires_grad=False)
         set_weight_attrs(self.gate, {"weight_loader": self._load_gate})
-        # Derived from the weights by `precompute`: scaling * Kp^T [heads, hd, K] and gate_factor * Vp [heads, K, hd].
-        self.register_buffer("scaled_keys_t", torch.zeros(num_heads, head_dim, length), persistent=False)
-        self.register_buffer("gated_values", torch.zeros(num_heads, length, head_dim), persistent=False)
+        # Derived from the weights by `precompute`: Kp^T [heads, hd, K], Vp [heads, K, hd], gate factor [heads, 1, 1].
+        self.register_buffer("keys_t", torch.zeros(num_heads, head_dim, length), persistent=False)
+        self.register_buffer("values", torch.zeros(num_heads, length, head_dim), persistent=False)
+        self.register_buffer("gate_factor", torch.zeros(num_heads, 1, 1), persistent=False)
 
     def _load_gate(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
         if self.per_head_gate:
@@ -91,10 +93,10 @@ class PromptAttention(nn.Module):
     def precompute(self, project_keys_values: ProjectKeysValues) -> None:
         """Fill the key and value buffers from the loaded weights (call after loading)."""
         keys, values = project_keys_values(self.prompt)
-        gate = self.gate.float()
-        factor = torch.tanh(gate) if self.per_head_gate else gate.expand(self.num_heads)
-        self.scaled_keys_t.copy_((self._per_query_head(keys).float() * self.scaling).transpose(1, 2))
-        self.gated_values.copy_(self._per_query_head(values).float() * factor.view(-1, 1, 1))
+        self.keys_t.copy_(self._per_query_head(keys).transpose(1, 2))
+        self.values.copy_(self._per_query_head(values))
+        factor = torch.tanh(self.gate) if self.per_head_gate else self.gate.expand(self.num_heads)
+        self.gate_factor.copy_(factor.view(-1, 1, 1))
 
     def _per_query_head(self, projected: torch.Tensor) -> torch.Tensor:
         """[K, kv_heads * hd] -> [heads, K, hd]; query head h reads KV head h // (heads / kv_heads)."""
@@ -106,9 +108,9 @@ class PromptAttention(nn.Module):
         """Gated prompt attention of queries [tokens, heads * hd]; returns the same shape."""
         tokens = queries.shape[0]
         per_head = queries.view(tokens, self.num_heads, self.head_dim).transpose(0, 1)
-        scores = torch.matmul(per_head, self.scaled_keys_t)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
-        delta = torch.matmul(probs, self.gated_values)
+        scores = torch.matmul(per_head, self.keys_t) * self.scaling
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype) * self.gate_factor
+        delta = torch.matmul(probs, self.values)
         return delta.transpose(0, 1).reshape(tokens, self.num_heads * self.head_dim)
 
 

@@ -25,7 +25,9 @@ prompt modules (and their hooks) exist, under the names training gave them, befo
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from transformers import (
     GPTBigCodeConfig,
@@ -115,12 +117,33 @@ class _AdaptedConfigMixin:
         """Do nothing: `auto_map` must keep pointing at the stub, not at a copy of this module."""
 
 
+@contextlib.contextmanager
+def _base_family_layout(model_type: str, base_model_type: str) -> Iterator[None]:
+    """Let `add_llama_adapter` find the base family's attention layout under an exported model type.
+
+    add_llama_adapter looks the layout up by model type, and an exported model has the base
+    family's modules under its own type (`llama_adapter`, ...). The entry is lent for the call
+    only, so the table (and its error message listing the supported families) stays as it is.
+    """
+    lent = model_type not in LAYOUTS
+    if lent:
+        LAYOUTS[model_type] = LAYOUTS[base_model_type]
+    try:
+        yield
+    finally:
+        if lent:
+            del LAYOUTS[model_type]
+
+
 class _AdaptedModelMixin:
     """A transformers causal LM with LLaMA-Adapter added at construction."""
 
+    base_model_type = ""  # the family whose transformers class this one extends
+
     def __init__(self, config) -> None:
         super().__init__(config)
-        add_llama_adapter(self, adapter_config_of(config))
+        with _base_family_layout(config.model_type, self.base_model_type):
+            add_llama_adapter(self, adapter_config_of(config))
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
@@ -150,27 +173,24 @@ class AdaptedGPTBigCodeConfig(_AdaptedConfigMixin, GPTBigCodeConfig):
 
 class LlamaAdapterForCausalLM(_AdaptedModelMixin, LlamaForCausalLM):
     config_class = AdaptedLlamaConfig
+    base_model_type = "llama"
 
 
 class MistralAdapterForCausalLM(_AdaptedModelMixin, MistralForCausalLM):
     config_class = AdaptedMistralConfig
+    base_model_type = "mistral"
 
 
 class GPTBigCodeAdapterForCausalLM(_AdaptedModelMixin, GPTBigCodeForCausalLM):
     config_class = AdaptedGPTBigCodeConfig
+    base_model_type = "gpt_bigcode"
 
 
 EXPORT_CLASSES: dict[str, tuple[type, type]] = {
-    "llama": (AdaptedLlamaConfig, LlamaAdapterForCausalLM),
-    "mistral": (AdaptedMistralConfig, MistralAdapterForCausalLM),
-    "gpt_bigcode": (AdaptedGPTBigCodeConfig, GPTBigCodeAdapterForCausalLM),
+    model_class.base_model_type: (model_class.config_class, model_class)
+    for model_class in (LlamaAdapterForCausalLM, MistralAdapterForCausalLM, GPTBigCodeAdapterForCausalLM)
 }
 """Base model type -> (config class, model class) of its exported form."""
-
-# add_llama_adapter finds a family's attention layout by model type; an exported model has the
-# base family's modules under its own type (`llama_adapter`, ...), so it shares the base layout.
-for _base_type, (_config_class, _) in EXPORT_CLASSES.items():
-    LAYOUTS.setdefault(_config_class.model_type, LAYOUTS[_base_type])
 
 
 def register_auto_classes() -> None:
