@@ -175,8 +175,10 @@ def _load_trainable(model, state: dict, where: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def export(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
-    """Export `ckpt` to `out`; returns `out`."""
+def export(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False,
+           base: str | Path | None = None) -> Path:
+    """Export `ckpt` to `out`; returns `out`. `base` overrides the base model of a LLaMA-Adapter
+    folder (default: the one recorded in its adapter_config.json or training_config.yaml)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -188,7 +190,7 @@ def export(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bo
     if source.kind == "llama_adapter":
         from tuner.adapters.llama_adapter.export import export_adapter_folder
 
-        return export_adapter_folder(source.path, out, torch_dtype)
+        return export_adapter_folder(source.path, out, torch_dtype, base=base)
     return exporters[source.kind](source, out, torch_dtype)
 
 
@@ -199,10 +201,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
     parser.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default="bf16", help="weight dtype (default bf16)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--base", help="base model folder of a LLaMA-Adapter folder (default: the one recorded "
+                        "in its adapter_config.json or training_config.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path = export(args.ckpt, args.out, args.dtype, args.overwrite)
+        path = export(args.ckpt, args.out, args.dtype, args.overwrite, args.base)
     except (ExportError, ConfigError) as exc:
         print(f"tuner export: error: {exc}", file=sys.stderr)
         return 2

@@ -111,7 +111,9 @@ class VLLMGenerator(Generator):
         if llm is None:
             return
         self.llm = None
-        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        engine = getattr(llm, "llm_engine", None)
+        # vLLM 0.32's LLMEngine has no shutdown(); its engine core (the worker processes) does.
+        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
         if callable(shutdown):
             shutdown()
         del llm

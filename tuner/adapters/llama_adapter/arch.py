@@ -128,6 +128,15 @@ LAYOUTS: dict[str, AttentionLayout] = {
 }
 
 
+# Model types of exported adapter folders (tuner.adapters.llama_adapter.hf_model): the base family's
+# modules under their own type, so a folder can never load as the bare base model.
+EXPORTED_MODEL_TYPES: dict[str, str] = {
+    "llama_adapter": "llama",
+    "mistral_adapter": "mistral",
+    "gpt_bigcode_adapter": "gpt_bigcode",
+}
+
+
 class UnsupportedModelError(ValueError):
     """The model's family has no entry in the LLaMA-Adapter architecture table."""
 
@@ -139,6 +148,7 @@ def layout_for(config) -> AttentionLayout:
         UnsupportedModelError: the model type is not in the table (the message lists those that are).
     """
     model_type = getattr(config, "model_type", None)
+    model_type = EXPORTED_MODEL_TYPES.get(model_type, model_type)
     if model_type not in LAYOUTS:
         raise UnsupportedModelError(
             f"LLaMA-Adapter does not support model type {model_type!r}; supported: {', '.join(sorted(LAYOUTS))}"

@@ -78,11 +78,11 @@ def save_llama_adapter(model: nn.Module, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out_dir / WEIGHTS_NAME), metadata={"format": "pt", "method": METHOD})
-    (out_dir / CONFIG_NAME).write_text(json.dumps(_describe(inner), indent=2) + "\n", encoding="utf-8")
+    (out_dir / CONFIG_NAME).write_text(json.dumps(describe_adapter(inner), indent=2) + "\n", encoding="utf-8")
     return out_dir
 
 
-def _describe(model: nn.Module) -> dict:
+def describe_adapter(model: nn.Module) -> dict:
     config: LlamaAdapterConfig = getattr(model, CONFIG_ATTRIBUTE)
     layout = layout_for(model.config)
     layers = decoder_layers(model, layout)
@@ -108,7 +108,7 @@ def _describe(model: nn.Module) -> dict:
             "prompt": f"{layout.layers_path}.<i>.{layout.attention_name}.llama_adapter.prompt [K, hidden]",
             "gate": f"{layout.layers_path}.<i>.{layout.attention_name}.llama_adapter.gate",
             "gate_factor": "tanh(gate[h]) for query head h" if config.gate == GATE_TANH_PER_HEAD else "gate[0]",
-            "prompt_keys_values": f"the layer's frozen {layout.key_value_source} "
+            "prompt_keys_values": f"the layer's frozen projections ({layout.key_value_source}) "
             "applied to the prompt (prompt + projected image feature in image layers); no rotary embedding",
             "queries": "the current tokens' queries as the base attention computes them, rotary included",
             "kv_head_of_query_head": f"h // {heads.num_heads // heads.num_kv_heads}",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tuner.adapters.llama_adapter.checkpoint import CONFIG_NAME, METHOD, _describe, load_llama_adapter
+from tuner.adapters.llama_adapter.checkpoint import CONFIG_NAME, METHOD, describe_adapter, load_llama_adapter
 from tuner.adapters.llama_adapter.config import LlamaAdapterConfig
 from tuner.adapters.llama_adapter.hf_model import EXPORT_CLASSES, EXPORT_SECTION
 from tuner.adapters.llama_adapter.model import CONFIG_ATTRIBUTE, unwrap_adapted
@@ -86,7 +86,7 @@ def fold_bias_scale(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
 
 
 def _export_section(model, adapter: LlamaAdapterConfig, folded: list[str]) -> dict:
-    described = _describe(model)
+    described = describe_adapter(model)
     computation = dict(described["computation"])
     computation["v2_bias_tuning"] = None
     servable = LlamaAdapterConfig.from_dict({**adapter.to_dict(), "bias_tuning": False, "unfreeze_norms": False})

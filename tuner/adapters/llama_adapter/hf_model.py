@@ -25,9 +25,7 @@ prompt modules (and their hooks) exist, under the names training gave them, befo
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 from transformers import (
     GPTBigCodeConfig,
@@ -38,7 +36,6 @@ from transformers import (
     MistralForCausalLM,
 )
 
-from tuner.adapters.llama_adapter.arch import LAYOUTS
 from tuner.adapters.llama_adapter.config import LlamaAdapterConfig
 from tuner.adapters.llama_adapter.model import add_llama_adapter
 
@@ -117,23 +114,6 @@ class _AdaptedConfigMixin:
         """Do nothing: `auto_map` must keep pointing at the stub, not at a copy of this module."""
 
 
-@contextlib.contextmanager
-def _base_family_layout(model_type: str, base_model_type: str) -> Iterator[None]:
-    """Let `add_llama_adapter` find the base family's attention layout under an exported model type.
-
-    add_llama_adapter looks the layout up by model type, and an exported model has the base
-    family's modules under its own type (`llama_adapter`, ...). The entry is lent for the call
-    only, so the table (and its error message listing the supported families) stays as it is.
-    """
-    lent = model_type not in LAYOUTS
-    if lent:
-        LAYOUTS[model_type] = LAYOUTS[base_model_type]
-    try:
-        yield
-    finally:
-        if lent:
-            del LAYOUTS[model_type]
-
 
 class _AdaptedModelMixin:
     """A transformers causal LM with LLaMA-Adapter added at construction."""
@@ -142,8 +122,7 @@ class _AdaptedModelMixin:
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        with _base_family_layout(config.model_type, self.base_model_type):
-            add_llama_adapter(self, adapter_config_of(config))
+        add_llama_adapter(self, adapter_config_of(config))
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
