@@ -1,0 +1,50 @@
+"""Fixtures of the diagnostics tests: an in-process world of one for DeepSpeed engines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import pytest
+
+from tuner.distributed import free_port
+
+
+@contextlib.contextmanager
+def _world_of_one():
+    """The environment of a one-rank DeepSpeed run, set only inside the block.
+
+    The process group itself outlives the block (torch cannot re-create it), but no launcher
+    variables leak into subprocesses started outside it.
+    """
+    import torch
+
+    from tuner import distributed as dist
+
+    with pytest.MonkeyPatch.context() as patch:
+        # The same PATH as the launcher subprocesses of tests/training_utils.run_env: the venv's
+        # `ninja` and the system one disagree about DeepSpeed's JIT op build, so alternating
+        # between them rebuilds the op (minutes) on every switch.
+        patch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+        for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
+                               MASTER_PORT=str(free_port())).items():
+            patch.setenv(key, value)
+        if not torch.distributed.is_initialized():
+            dist.init_distributed()
+        yield dist.DistInfo(0, 0, 1)
+
+
+@pytest.fixture
+def single_process_world():
+    """A world of one for the whole test (start no subprocess training from such a test)."""
+    with _world_of_one() as info:
+        yield info
+
+
+@pytest.fixture
+def world_of_one() -> Callable[[], ContextManager]:
+    """`with world_of_one(): ...` for tests that also start launcher subprocesses."""
+    return _world_of_one
