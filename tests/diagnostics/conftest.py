@@ -48,3 +48,24 @@ def single_process_world():
 def world_of_one() -> Callable[[], ContextManager]:
     """`with world_of_one(): ...` for tests that also start launcher subprocesses."""
     return _world_of_one
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one intra-op thread, and much faster on a shared, busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def sentiment_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer tiny Llama whose tokenizer has the synthetic sentiment task's label words as tokens."""
+    from tuner.diagnostics.fewshot import sentiment_corpus
+    from tuner.tiny import build_tiny_model, train_tokenizer
+
+    tokenizer = train_tokenizer(extra_texts=sentiment_corpus())
+    return build_tiny_model("llama", tmp_path_factory.mktemp("sentiment") / "llama", tokenizer, num_hidden_layers=2)

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from tests.training_utils import run_train, write_recipe
 from tuner import distributed as dist
-from tuner.config import load_recipe
+from tuner.config import ConfigError, load_recipe
+from tuner.diagnostics.cli import main as diagnose
 from tuner.diagnostics.config import DiagnosticsArgs
 from tuner.diagnostics.grad_alarms import AlarmRules, AlarmState, depth_growth, layer_key, module_type
 from tuner.diagnostics.grad_health import GradientHealthError, GradientHealthMonitor
@@ -19,6 +20,18 @@ from tuner.diagnostics.grad_report import read_jsonl
 from tuner.recipes.args import RecipeConfig
 from tuner.recipes.finetune import fit, setup
 from tuner.tiny import tiny_config
+
+
+def test_the_recipe_section_is_validated_with_the_key_named(tmp_path, tiny_llama_dir, instruction_data):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_llama_dir, instruction_data, tmp_path / "out")
+    config = load_recipe(RecipeConfig, recipe, ["diagnostics.grad_monitor_every_n_steps=5"])
+    assert config.diagnostics.grad_monitor_every_n_steps == 5 and config.diagnostics.grad_monitor_enabled
+    assert not load_recipe(RecipeConfig, recipe).diagnostics.grad_monitor_enabled
+    with pytest.raises(ConfigError, match="diagnostics.grad_monitor_every_n_steps: must be positive"):
+        load_recipe(RecipeConfig, recipe, ["diagnostics.grad_monitor_every_n_steps=0"])
+    with pytest.raises(ConfigError, match="diagnostics.grad_monitor_explode_factr: unknown key"):
+        load_recipe(RecipeConfig, recipe, ["diagnostics.grad_monitor_explode_factr=3"])
+    assert diagnose(["grad-health", str(tmp_path / "nothing")]) == 2
 
 
 def test_parameter_names_group_into_layers_and_module_types():
@@ -133,7 +146,7 @@ def _alarms(monitor) -> list[dict]:
 
 
 def test_a_healthy_model_raises_no_alarm_and_a_huge_init_scale_raises_exploding(
-        tmp_path, tiny_tokenizer, single_process_world):
+        tmp_path, tiny_tokenizer, single_process_world, capsys):
     healthy = _engine(_model(tiny_tokenizer), stage=0)
     monitor = GradientHealthMonitor(healthy, DiagnosticsArgs(grad_monitor_every_n_steps=1), tmp_path / "ok")
     _train(healthy, monitor, steps=6)
@@ -145,6 +158,12 @@ def test_a_healthy_model_raises_no_alarm_and_a_huge_init_scale_raises_exploding(
     alarms = _alarms(monitor)
     assert {(a["kind"], a["reason"], a["where"]) for a in alarms} == {("exploding", "depth", "layers.0")}
     assert alarms[0]["first_step"] == 1
+
+    (tmp_path / "huge" / "grad_health.json").unlink()
+    assert diagnose(["grad-health", str(tmp_path / "huge")]) == 0  # re-renders the summary from the records
+    printed = capsys.readouterr().out
+    assert "3 monitored steps (1..3), 1 alarm episodes" in printed and "exploding depth" in printed
+    assert (tmp_path / "huge" / "grad_health.json").exists()
 
 
 def test_a_saturated_activation_raises_vanishing_naming_the_dead_parameters(
