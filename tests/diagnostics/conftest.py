@@ -39,9 +39,18 @@ def _world_of_one():
 
 @pytest.fixture
 def single_process_world():
-    """A world of one for the whole test (start no subprocess training from such a test)."""
+    """A world of one for the whole test (start no subprocess training from such a test).
+
+    A ZeRO-3 engine replaces torch.nn.functional.linear for the rest of the process (DeepSpeed's
+    memory-efficient linear, "persists unless manually reset"); it is put back afterwards, since
+    its autograd.Function breaks torch.func.jvp and would leak into every later test.
+    """
+    import torch
+
+    linear = torch.nn.functional.linear
     with _world_of_one() as info:
         yield info
+    torch.nn.functional.linear = linear
 
 
 @pytest.fixture

@@ -56,6 +56,18 @@ def test_history_rules_fire_on_a_jump_and_a_collapse_but_not_on_noise():
     assert [(a.kind, a.reason) for a in collapsed] == [("vanishing", "history")]
 
 
+def test_depth_rule_compares_the_first_and_last_layers_over_a_few_steps():
+    state = AlarmState(AlarmRules(depth_ratio=20, depth_window=3), [])
+    steep = {f"layers.{i}": 3.0 ** (4 - i) for i in range(5)}  # 81x from the last layer back to the first
+    flat = {f"layers.{i}": 1.0 for i in range(5)}
+    assert [(a.kind, a.reason, a.where) for a in state.check(1, steep, [], [])] == [("exploding", "depth", "layers.0")]
+    assert state.check(2, flat, [], [])  # the median of (81, 1) is still 41
+    assert state.check(3, flat, [], []) == []
+    shrinking = {f"layers.{i}": 0.3 ** (4 - i) for i in range(5)}
+    fresh = AlarmState(AlarmRules(depth_ratio=20), [])
+    assert [(a.kind, a.reason) for a in fresh.check(1, shrinking, [], [])] == [("vanishing", "depth")]
+
+
 def test_depth_growth_is_the_per_layer_factor_towards_the_input():
     assert depth_growth({f"layers.{i}": 3.0 ** (4 - i) for i in range(5)}) == pytest.approx(3.0)
     assert depth_growth({f"layers.{i}": 0.5 ** (4 - i) for i in range(5)}) == pytest.approx(0.5)
@@ -141,6 +153,46 @@ def test_zero_stages_read_local_fragments_that_add_up_to_deepspeeds_own_gradient
         assert sorted(row["layers"]) == sorted(["embed_tokens", "norm", "lm_head"] + [f"layers.{i}" for i in range(4)])
 
 
+def test_llama_adapter_under_zero2_reports_only_the_adapter_and_its_module_type(
+        tmp_path, tiny_tokenizer, single_process_world):
+    from tuner.adapters.llama_adapter import LlamaAdapterConfig, add_llama_adapter
+
+    model = add_llama_adapter(_model(tiny_tokenizer), LlamaAdapterConfig(adapter_len=4, adapter_layers=2))
+    engine = _engine(model, stage=2, lr=1e-2)
+    monitor = GradientHealthMonitor(engine, DiagnosticsArgs(grad_monitor_every_n_steps=1), tmp_path)
+    seen = _train(engine, monitor, steps=2)
+    rows = read_jsonl(monitor.close()["jsonl"])
+    assert sorted(rows[0]["layers"]) == ["layers.2", "layers.3"]
+    assert list(rows[0]["module_types"]) == ["self_attn.llama_adapter"]
+    for row, truth in zip(rows, seen):
+        assert row["global"]["grad_norm"] == pytest.approx(float(truth["ds_norm"]), rel=1e-5)
+    assert rows[0]["layers"]["layers.2"]["update_norm"] > 0  # the zero-init gates moved
+
+
+def test_a_resumed_run_keeps_the_records_up_to_the_checkpoint_and_their_history(tmp_path, tiny_tokenizer):
+    model = _model(tiny_tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    args = DiagnosticsArgs(grad_monitor_every_n_steps=1)
+
+    def steps(monitor, first, last):
+        for step in range(first, last + 1):
+            ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(step))
+            model(input_ids=ids, labels=ids).loss.backward()
+            monitor.on_gradients(step)
+            optimizer.step()
+            optimizer.zero_grad()
+            monitor.on_step_end(step)
+
+    first = GradientHealthMonitor(model, args, tmp_path)
+    steps(first, 1, 4)
+    first.close()
+    resumed = GradientHealthMonitor(model, args, tmp_path, resume_step=2)
+    assert [len(h) for h in resumed.alarms.history.values()] == [2] * len(resumed.alarms.history)
+    steps(resumed, 3, 5)
+    resumed.close()
+    assert [r["step"] for r in read_jsonl(tmp_path / "grad_health.jsonl")] == [1, 2, 3, 4, 5]
+
+
 def _alarms(monitor) -> list[dict]:
     return json.loads(monitor.close()["summary"].read_text())["alarms"]
 
@@ -157,7 +209,7 @@ def test_a_healthy_model_raises_no_alarm_and_a_huge_init_scale_raises_exploding(
     _train(huge, monitor, steps=3)
     alarms = _alarms(monitor)
     assert {(a["kind"], a["reason"], a["where"]) for a in alarms} == {("exploding", "depth", "layers.0")}
-    assert alarms[0]["first_step"] == 1
+    assert alarms[0]["first_step"] == 1 and alarms[0]["last_step"] == 3
 
     (tmp_path / "huge" / "grad_health.json").unlink()
     assert diagnose(["grad-health", str(tmp_path / "huge")]) == 0  # re-renders the summary from the records
@@ -177,7 +229,7 @@ def test_a_saturated_activation_raises_vanishing_naming_the_dead_parameters(
     monitor = GradientHealthMonitor(engine, DiagnosticsArgs(grad_monitor_every_n_steps=1), tmp_path)
     _train(engine, monitor, steps=4)
     (alarm,) = _alarms(monitor)
-    assert (alarm["kind"], alarm["reason"], alarm["first_step"]) == ("vanishing", "zero", 3)
+    assert (alarm["kind"], alarm["reason"], alarm["first_step"], alarm["last_step"]) == ("vanishing", "zero", 3, 4)
     assert "model.layers.2.mlp.gate_proj.weight" in alarm["params"]
     assert "model.layers.2.mlp.down_proj.bias" not in alarm["params"]  # after the ReLU: still learning
     assert not any("self_attn" in name for name in alarm["params"])

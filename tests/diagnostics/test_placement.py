@@ -67,11 +67,13 @@ def test_the_cli_searches_files_and_reports_a_bad_record_by_line(sentiment_model
     (tmp_path / "val.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[16:]))
     out = tmp_path / "out"
     code = main(["placement", "--model", str(sentiment_model_dir), "--train", str(tmp_path / "train.jsonl"),
-                 "--val", str(tmp_path / "val.jsonl"), "--budget", "100000", "--adapter-len", "2",
-                 "--candidates", "p0", "p1", "p0,1", "--min-steps", "2", "--out", str(out)])
+                 "--val", str(tmp_path / "val.jsonl"), "--budget", "200000", "--adapter-len", "2",
+                 "--candidates", "p0", "p1", "p0,1", "p0+t1", "--min-steps", "2", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "placement_search.json").read_text())
-    assert report["chosen"] in {"p0", "p1", "p0,1"} and len(report["candidates"]) == 3
+    assert report["chosen"] in {"p0", "p1", "p0,1", "p0+t1"} and len(report["candidates"]) == 4
+    tuned = next(c for c in report["candidates"] if c["placement"] == "p0+t1")
+    assert tuned["tuned_layers"] == [1] and tuned["trainable_params"] > 100_000 and tuned["curve"]
     assert (out / "placement_search.png").stat().st_size > 0
     assert "chosen placement:" in capsys.readouterr().out
 

@@ -22,8 +22,7 @@ _SYNTHETIC_HELP = ("use N examples of the built-in synthetic sentiment task inst
 
 
 def _grad_health(args: argparse.Namespace) -> int:
-    from tuner.diagnostics.grad_health import JSONL_NAME
-    from tuner.diagnostics.grad_report import write_report
+    from tuner.diagnostics.grad_report import JSONL_NAME, write_report
 
     run = Path(args.run_dir)
     records = run / JSONL_NAME if run.is_dir() else run

@@ -23,9 +23,10 @@ class DiagnosticsArgs:
     own recent history."""
     grad_monitor_collapse_factor: float = 100.0
     """Alarm `vanishing` when a layer's gradient norm falls below its recent median divided by this."""
-    grad_monitor_depth_factor: float = 2.0
-    """Alarm `exploding`/`vanishing` when gradient norms grow/shrink by more than this factor per
-    layer (geometric mean over the decoder layers) on the way from the last layer to the first."""
+    grad_monitor_depth_ratio: float = 20.0
+    """Alarm `exploding`/`vanishing` when, on a log-linear fit over the decoder layers, the first
+    layer's gradient norm is more than this multiple (less than this fraction) of the last's
+    (median over the last 5 monitored steps)."""
     grad_monitor_history: int = 20
     """How many past monitored steps form a layer's history (its median is the reference)."""
     grad_monitor_halt_on_nonfinite: bool = False
@@ -36,7 +37,7 @@ class DiagnosticsArgs:
         n = self.grad_monitor_every_n_steps
         if n is not None and n < 1:
             raise ConfigError(f"diagnostics.grad_monitor_every_n_steps: must be positive or null, got {n}")
-        for name in ("grad_monitor_explode_factor", "grad_monitor_collapse_factor", "grad_monitor_depth_factor"):
+        for name in ("grad_monitor_explode_factor", "grad_monitor_collapse_factor", "grad_monitor_depth_ratio"):
             if not getattr(self, name) > 1:
                 raise ConfigError(f"diagnostics.{name}: must be greater than 1, got {getattr(self, name)}")
         if self.grad_monitor_history < 1:

@@ -8,11 +8,14 @@ against its own recent past):
 - `exploding`, reason `history`: a layer's gradient norm exceeds `explode_factor` x the median of
   its own last `history` monitored values.
 - `vanishing`, reason `history`: a layer's gradient norm falls below that median / `collapse_factor`.
-- `exploding` / `vanishing`, reason `depth`: fitted over the decoder layers, the gradient norm
-  grows (shrinks) by more than `depth_factor` per layer on the way back from the last layer to the
-  first. This fires from the first step, before any history exists (a bad initialisation).
+- `exploding` / `vanishing`, reason `depth`: on a least-squares fit of log(gradient norm) against
+  layer index, the first decoder layer's norm is more than `depth_ratio` times (less than
+  1/`depth_ratio` of) the last's: gradients grow (shrink) geometrically on the way back to the
+  input. The spread over the whole depth is what matters, whatever the number of layers; it is
+  the median over the last few monitored steps, so one noisy step neither raises nor clears the
+  alarm. This fires from the first step, before any history exists (a bad initialisation).
 - `vanishing`, reason `zero`: a trainable parameter's gradient has been zero (below 1e-12 of its
-  weight norm) for `zero_patience` monitored steps in a row: a dead or saturated unit, or a
+  weight norm) for `zero_patience` or more monitored steps in a row: a dead or saturated unit, or a
   parameter cut off from the loss. A single zero step is normal (LoRA's A and LLaMA-Adapter's
   prompts have zero gradients until their zero-initialised partners move).
 """
@@ -66,7 +69,8 @@ def layer_index(key: str) -> int | None:
 class AlarmRules:
     explode_factor: float = 10.0
     collapse_factor: float = 100.0
-    depth_factor: float = 2.0
+    depth_ratio: float = 20.0
+    depth_window: int = 5
     history: int = 20
     min_history: int = 1
     zero_patience: int = 3
@@ -91,8 +95,8 @@ class Alarm:
 def depth_growth(layer_norms: dict[str, float]) -> float | None:
     """Per-layer factor by which gradient norms grow from the last decoder layer back to the first.
 
-    The slope of a least-squares line through log(norm) against layer index; None when fewer than
-    three decoder layers have a finite, positive norm.
+    exp(-slope) of a least-squares line through log(norm) against layer index; None when fewer
+    than three decoder layers have a finite, positive norm.
     """
     points = [(layer_index(k), math.log(v)) for k, v in layer_norms.items()
               if layer_index(k) is not None and math.isfinite(v) and v > 0]
@@ -113,6 +117,7 @@ class AlarmState:
         self.param_names = param_names
         self.history: dict[str, deque] = {}
         self.zero_streak = [0] * len(param_names)
+        self.spreads: deque = deque(maxlen=rules.depth_window)
 
     def remember(self, layer_norms: dict[str, float]) -> None:
         for key, value in layer_norms.items():
@@ -162,25 +167,28 @@ class AlarmState:
             return []
         layers = sorted((k for k in layer_norms if layer_index(k) is not None), key=layer_index)
         first, last = layers[0], layers[-1]
-        span = f"({first}: {layer_norms[first]:.3g}, {last}: {layer_norms[last]:.3g})"
-        if growth > self.rules.depth_factor:
-            return [Alarm(step, EXPLODING, first, "depth",
-                          f"step {step}: gradient norms grow {growth:.3g}x per layer from {last} back to {first} {span}")]
-        if growth < 1 / self.rules.depth_factor:
-            return [Alarm(step, VANISHING, first, "depth",
-                          f"step {step}: gradient norms shrink to {growth:.3g}x per layer from {last} back to {first} {span}")]
+        self.spreads.append(growth ** (layer_index(last) - layer_index(first)))
+        spread = statistics.median(self.spreads)
+        detail = (f"{spread:.3g}x from {last} back to {first} (median of the last {len(self.spreads)} monitored "
+                  f"steps; now {layer_norms[first]:.3g} vs {layer_norms[last]:.3g})")
+        if spread > self.rules.depth_ratio:
+            return [Alarm(step, EXPLODING, first, "depth", f"step {step}: gradient norms grow {detail}")]
+        if spread < 1 / self.rules.depth_ratio:
+            return [Alarm(step, VANISHING, first, "depth", f"step {step}: gradient norms shrink {detail}")]
         return []
 
     def _zero(self, step: int, grads: list[float], weights: list[float]) -> list[Alarm]:
-        dead = []
+        dead: list[str] = []
+        longest = 0
         for i, (g, w) in enumerate(zip(grads, weights)):
             zero = math.isfinite(g) and g <= ZERO_RELATIVE * (w if math.isfinite(w) else 0.0)
             self.zero_streak[i] = self.zero_streak[i] + 1 if zero else 0
-            if self.zero_streak[i] == self.rules.zero_patience:
+            if self.zero_streak[i] >= self.rules.zero_patience:
                 dead.append(self.param_names[i])
+                longest = max(longest, self.zero_streak[i])
         if not dead:
             return []
         more = f" and {len(dead) - 1} more" if len(dead) > 1 else ""
         return [Alarm(step, VANISHING, dead[0], "zero",
-                      f"step {step}: zero gradient for {self.rules.zero_patience} monitored steps in {dead[0]}{more}",
+                      f"step {step}: zero gradient for up to {longest} monitored steps in a row in {dead[0]}{more}",
                       dead)]

@@ -29,12 +29,10 @@ import torch
 from tuner.diagnostics.config import DiagnosticsArgs
 from tuner.diagnostics.fragments import FragmentReader
 from tuner.diagnostics.grad_alarms import NONFINITE, Alarm, AlarmRules, AlarmState, layer_key, module_type
+from tuner.diagnostics.grad_report import JSONL_NAME, write_report
 
 logger = logging.getLogger("tuner.diagnostics")
 
-JSONL_NAME = "grad_health.jsonl"
-SUMMARY_NAME = "grad_health.json"
-HEATMAP_NAME = "grad_health.png"
 _FIELDS = 5  # grad^2, weight^2, update^2, non-finite gradient, non-finite weight
 
 
@@ -51,11 +49,12 @@ def decode(value: float | str | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _norms(sq: dict[str, float], key: str, weight_sq: dict[str, float], update_sq: dict[str, float] | None) -> dict:
-    grad, weight = math.sqrt(sq[key]) if sq[key] >= 0 else float("nan"), math.sqrt(weight_sq[key])
+def _norm_row(grad_sq: float, weight_sq: float, update_sq: float | None) -> dict:
+    """Norms and ratios of one group from its summed squares (NaN stays NaN, written as "nan")."""
+    grad, weight = math.sqrt(grad_sq) if grad_sq >= 0 else float("nan"), math.sqrt(weight_sq)
     row = {"grad_norm": grad, "weight_norm": weight, "grad_to_weight": grad / weight if weight > 0 else float("inf")}
     if update_sq is not None:
-        update = math.sqrt(update_sq[key])
+        update = math.sqrt(update_sq)
         row.update(update_norm=update, update_to_weight=update / weight if weight > 0 else float("inf"))
     return {k: encode(v) for k, v in row.items()}
 
@@ -86,7 +85,7 @@ class GradientHealthMonitor:
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / JSONL_NAME
         self.alarms = AlarmState(AlarmRules(args.grad_monitor_explode_factor, args.grad_monitor_collapse_factor,
-                                            args.grad_monitor_depth_factor, args.grad_monitor_history),
+                                            args.grad_monitor_depth_ratio, args.grad_monitor_history),
                                  self.names)
         self._pending: tuple[int, torch.Tensor, list] | None = None
         self._active: set[tuple[str, str, str]] = set()
@@ -158,20 +157,17 @@ class GradientHealthMonitor:
         with_updates = self.args.grad_monitor_update_norms
 
         def grouped(keys: list[str]) -> dict:
-            sums = {name: {} for name in ("grad", "weight", "update")}
-            for key, g, w, u in zip(keys, grad_sq, weight_sq, update_sq):
-                for name, value in (("grad", g), ("weight", w), ("update", u)):
-                    sums[name][key] = sums[name].get(key, 0.0) + value
-            return {key: _norms(sums["grad"], key, sums["weight"], sums["update"] if with_updates else None)
-                    for key in sums["grad"]}
+            sums: dict[str, list[float]] = {}
+            for key, *values in zip(keys, grad_sq, weight_sq, update_sq):
+                sums[key] = [a + b for a, b in zip(sums.get(key, [0.0, 0.0, 0.0]), values)]
+            return {key: _norm_row(g, w, u if with_updates else None) for key, (g, w, u) in sums.items()}
 
         layers = grouped(self.layers)
         param_grads = [math.sqrt(v) if v >= 0 else v for v in grad_sq]
         param_weights = [math.sqrt(v) if v >= 0 else v for v in weight_sq]
         alarms = self.alarms.check(step, {k: decode(v["grad_norm"]) for k, v in layers.items()},
                                    param_grads, param_weights)
-        line = {"step": step, "global": _norms({"all": sum(grad_sq)}, "all", {"all": sum(weight_sq)},
-                                               {"all": sum(update_sq)} if with_updates else None),
+        line = {"step": step, "global": _norm_row(sum(grad_sq), sum(weight_sq), sum(update_sq) if with_updates else None),
                 "layers": layers, "module_types": grouped(self.types), "alarms": [a.to_dict() for a in alarms]}
         self._file.write(json.dumps(line) + "\n")
         self._file.flush()
@@ -190,8 +186,6 @@ class GradientHealthMonitor:
             return None
         self._file.close()
         self._file = None
-        from tuner.diagnostics.grad_report import write_report
-
         return write_report(self.path, self.output_dir, every_n_steps=self.every, layout=self.reader.layout,
                             world_size=self.world_size)
 

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from tuner.diagnostics.grad_alarms import layer_index, layer_key
 
+JSONL_NAME = "grad_health.jsonl"
+SUMMARY_NAME = "grad_health.json"
+HEATMAP_NAME = "grad_health.png"
+
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """The monitored steps; a clear error names the file and line of a broken record."""
@@ -117,8 +121,7 @@ def plot_heatmap(rows: list[dict], out_path: str | Path, title: str = "per-layer
             grid[i, j] = math.log10(value) if math.isfinite(value) and value > 0 else (-np.inf if value == 0 else np.nan)
     finite = grid[np.isfinite(grid)]
     low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("black")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="black")
     shown = np.where(np.isneginf(grid), low, grid)
     fig, ax = plt.subplots(figsize=(min(14, 4 + 0.15 * len(steps)), 1.5 + 0.3 * len(layers)))
     image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, vmin=low, vmax=max(high, low + 1e-6),
@@ -142,12 +145,12 @@ def plot_heatmap(rows: list[dict], out_path: str | Path, title: str = "per-layer
 
 
 def write_report(jsonl: str | Path, out_dir: str | Path, **context) -> dict[str, Path]:
-    """grad_health.json and grad_health.png in `out_dir` from the records in `jsonl`."""
+    """grad_health.json and grad_health.png in `out_dir` from the records in `jsonl`; returns their paths."""
     rows = read_jsonl(jsonl)
     out_dir = Path(out_dir)
-    summary_path = out_dir / "grad_health.json"
+    summary_path = out_dir / SUMMARY_NAME
     summary_path.write_text(json.dumps(summarise(rows, **context), indent=2))
     paths = {"jsonl": Path(jsonl), "summary": summary_path}
     if rows:
-        paths["heatmap"] = plot_heatmap(rows, out_dir / "grad_health.png")
+        paths["heatmap"] = plot_heatmap(rows, out_dir / HEATMAP_NAME)
     return paths
