@@ -86,8 +86,11 @@ def test_a_nonfinite_weight_is_named_and_zero_gradients_need_patience():
 # --- in-process DeepSpeed engines -----------------------------------------------------------------
 
 
-def _engine(model, stage: int, dtype: str = "fp32", lr: float = 1e-3):
-    config = dist.resolve_deepspeed_config({"zero_optimization": {"stage": stage}}, micro_batch_size=4,
+def _engine(model, stage: int, dtype: str = "fp32", lr: float = 1e-3, offload: bool = False):
+    zero = {"stage": stage}
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    config = dist.resolve_deepspeed_config({"zero_optimization": zero}, micro_batch_size=4,
                                            accumulation=1, world_size=1, max_grad_norm=1.0, dtype=dtype)
     return dist.build_engine(model, config, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                              lr_lambda=lambda step: 1.0)
@@ -139,10 +142,11 @@ def test_stage0_norms_are_the_per_layer_norms_of_the_gradients_and_of_the_actual
     assert written["heatmap"].stat().st_size > 0
 
 
-@pytest.mark.parametrize("stage,dtype", [(1, "bf16"), (2, "fp32"), (3, "fp32")])
+@pytest.mark.parametrize("stage,dtype,offload", [(1, "bf16", False), (2, "fp32", False), (3, "fp32", False),
+                                                 (3, "fp32", True)])
 def test_zero_stages_read_local_fragments_that_add_up_to_deepspeeds_own_gradient_norm(
-        tmp_path, tiny_tokenizer, single_process_world, stage, dtype):
-    engine = _engine(_model(tiny_tokenizer), stage=stage, dtype=dtype)
+        tmp_path, tiny_tokenizer, single_process_world, stage, dtype, offload):
+    engine = _engine(_model(tiny_tokenizer), stage=stage, dtype=dtype, offload=offload)
     monitor = GradientHealthMonitor(engine, DiagnosticsArgs(grad_monitor_every_n_steps=1), tmp_path)
     assert monitor.reader.layout == ("partitioned" if stage == 3 else "fragments")
     seen = _train(engine, monitor, steps=2)
