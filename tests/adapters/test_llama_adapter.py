@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from llama_adapter_helpers import adapted, load_base, open_gates, token_batch
+from tuner._imports import is_flash_attn_available
 from tuner.adapters.llama_adapter import (
     LlamaAdapterConfig,
     UnsupportedModelError,
@@ -104,9 +105,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dirs, arch):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
 
 
-def test_layers_below_the_adapter_build_no_autograd_graph(tiny_llama_dir):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_layers_below_the_adapter_build_no_autograd_graph(tiny_llama_dir, checkpointing):
     model = adapted(tiny_llama_dir, LlamaAdapterConfig(adapter_len=4, adapter_layers=[2, 3]))
-    enable_gradient_checkpointing(model)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     requires_grad = {}
     for index, layer in enumerate(model.model.layers):
@@ -144,3 +147,17 @@ def test_adapters_do_not_stack_and_oversized_layer_counts_fail(tiny_llama_dir):
         add_llama_adapter(model, LlamaAdapterConfig(adapter_layers=1))
     with pytest.raises(ValueError, match=r"llama_adapter.adapter_layers must be at most the model's 4 layers"):
         add_llama_adapter(load_base(tiny_llama_dir), LlamaAdapterConfig(adapter_layers=30))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not is_flash_attn_available(), reason="flash-attn and a CUDA device are needed")
+def test_flash_attention_base_gives_the_sdpa_result(tiny_model_dirs):
+    outputs = {}
+    for implementation in ("sdpa", "flash_attention_2"):
+        model = adapted(tiny_model_dirs["mistral"], seed=5, attn_implementation=implementation)
+        model.to(device="cuda", dtype=torch.bfloat16)
+        open_gates(model)
+        ids = token_batch(model).cuda()
+        with torch.no_grad():
+            outputs[implementation] = model(ids).logits.float()
+    torch.testing.assert_close(outputs["flash_attention_2"], outputs["sdpa"], atol=3e-2, rtol=3e-2)

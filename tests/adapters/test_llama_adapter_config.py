@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tuner.adapters import adapter_method
@@ -55,3 +57,20 @@ def test_registry_names_the_known_methods():
     assert adapter_method("llama_adapter").config_class is LlamaAdapterConfig
     with pytest.raises(ValueError, match="train.method 'lora_x' is not an adapter method; known: llama_adapter"):
         adapter_method("lora_x")
+
+
+def test_alpaca_recipe_follows_the_paper():
+    import yaml
+
+    recipe_path = Path(__file__).resolve().parents[2] / "launch" / "recipes" / "llama_adapter_alpaca52k.yaml"
+    text = recipe_path.read_text()
+    assert text.startswith("# bash launch/train.sh launch/recipes/llama_adapter_alpaca52k.yaml\n")
+    recipe = yaml.safe_load(text)
+    config = LlamaAdapterConfig.from_dict(recipe["llama_adapter"])
+    assert (config.adapter_len, config.adapter_layers, config.gate) == (10, 30, "tanh_per_head")
+    train = recipe["train"]
+    assert train["method"] == "llama_adapter"
+    assert (train["epochs"], train["warmup_epochs"], train["min_lr"]) == (5, 2, 0.0)
+    assert (train["lr"], train["lr_scaling"], train["lr_base_batch_size"]) == (9e-3, "linear", 256)
+    assert (train["weight_decay"], train["adam_betas"]) == (0.02, [0.9, 0.95])
+    assert recipe["data"]["max_length"] == 512

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from llama_adapter_helpers import adapted, build_tiny_clip, load_base, open_gates
+from llama_adapter_helpers import scienceqa_batch as build_scienceqa_batch
 from tuner.adapters.llama_adapter import (
     LlamaAdapterConfig,
     adapter_parameters,
@@ -15,7 +16,6 @@ from tuner.adapters.llama_adapter import (
     load_llama_adapter,
     save_llama_adapter,
 )
-from tuner.data.scienceqa import ScienceQADataset, collate_scienceqa, load_scienceqa, write_sample_release
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,7 @@ def clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scienceqa_batch(tmp_path_factory, tiny_tokenizer) -> dict:
     """Two training problems: pid 1 text-only, pid 2 with an image."""
-    root = write_sample_release(tmp_path_factory.mktemp("scienceqa"))
-    problems = load_scienceqa(root / "problems.json", root / "pid_splits.json", "train", image_root=root / "images")
-    dataset = ScienceQADataset(problems, tiny_tokenizer, max_length=128, image_size=32)
-    return collate_scienceqa([dataset[0], dataset[1]], pad_token_id=tiny_tokenizer.pad_token_id)
+    return build_scienceqa_batch(tmp_path_factory.mktemp("scienceqa"), tiny_tokenizer)
 
 
 def _multimodal(folder, clip_dir, **fields):

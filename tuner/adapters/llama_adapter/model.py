@@ -45,9 +45,10 @@ def add_llama_adapter(
 ) -> nn.Module:
     """Freeze `model` and add LLaMA-Adapter prompts, gates and the optional multimodal/V2 parts.
 
-    Call it before wrapping the model with DeepSpeed (or any other engine) and before moving it to
-    its training dtype, if that differs: new parameters take the dtype and device of the
-    attention's query projection.
+    Call it before wrapping the model with DeepSpeed (or any other engine). New parameters (and
+    the vision encoder) take the dtype and device of the base model's weights; a later
+    `model.to(...)` moves them with the rest. With gradient checkpointing, use
+    `enable_gradient_checkpointing(model)` rather than transformers' default.
 
     Args:
         model: a Llama, Mistral or GPTBigCode *ForCausalLM (transformers), changed in place.
@@ -65,7 +66,7 @@ def add_llama_adapter(
     """
     layout = layout_for(model.config)
     layers = decoder_layers(model, layout)
-    if hasattr(model, CONFIG_ATTRIBUTE):
+    if CONFIG_ATTRIBUTE in vars(model):
         raise ValueError("this model already has a LLaMA-Adapter; adapters do not stack")
     text_layers, image_layers = config.resolve_layers(len(layers))
     for param in model.parameters():
@@ -106,8 +107,9 @@ def add_llama_adapter(
 
 
 def _add_vision(model: nn.Module, config: LlamaAdapterConfig, vision_model: nn.Module | None) -> list:
-    encoder = multimodal.load_vision_encoder(config.vision_model, vision_model)
     reference = model.get_input_embeddings().weight
+    encoder = multimodal.load_vision_encoder(config.vision_model, vision_model)
+    encoder.to(device=reference.device, dtype=reference.dtype)
     vision = multimodal.VisualPromptEncoder(
         encoder,
         hidden_size=model.config.hidden_size,
@@ -177,10 +179,11 @@ def unwrap_adapted(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: no LLaMA-Adapter was added to the model.
     """
+    # Look in __dict__, not hasattr: DeepSpeedEngine forwards unknown attributes to its module.
     inner = model
-    while not hasattr(inner, CONFIG_ATTRIBUTE) and isinstance(getattr(inner, "module", None), nn.Module):
+    while CONFIG_ATTRIBUTE not in vars(inner) and isinstance(getattr(inner, "module", None), nn.Module):
         inner = inner.module
-    if not hasattr(inner, CONFIG_ATTRIBUTE):
+    if CONFIG_ATTRIBUTE not in vars(inner):
         raise ValueError(f"{type(model).__name__} has no LLaMA-Adapter (call add_llama_adapter first)")
     return inner
 
