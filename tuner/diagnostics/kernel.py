@@ -124,7 +124,8 @@ def per_example_gradients(model: torch.nn.Module, task: FewShotTask, names: list
     """[n, C', P] gradients of each example's outputs with respect to the named parameters."""
     from tqdm import tqdm
 
-    params = {n: p.detach() for n, p in model.named_parameters() if n in set(names)}
+    chosen = set(names)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in chosen}
     jacobian = jacrev(output_function(model, task.label_ids))
     device = next(model.parameters()).device
     rows = []
@@ -143,7 +144,8 @@ def model_outputs(model: torch.nn.Module, task: FewShotTask, pad_id: int = 0) ->
 def linearised_outputs(model: torch.nn.Module, task: FewShotTask, names: list[str],
                        delta: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(f0, f_lin) of every example: f_lin = f0 + ∇f(θ0)·delta, by forward-mode AD (torch.func.jvp)."""
-    params = {n: p.detach() for n, p in model.named_parameters() if n in set(names)}
+    chosen = set(names)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in chosen}
     f = output_function(model, task.label_ids)
     device = next(model.parameters()).device
     f0, f_lin = [], []
