@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tuner.config import ConfigError
+from tuner.diagnostics.config import DiagnosticsArgs
 
 DTYPES = ("bf16", "fp16", "fp32")
 METHODS = ("full", "lora", "qlora", "llama_adapter")
@@ -164,6 +165,8 @@ class RecipeConfig:
     """Options of `tuner.adapters.llama_adapter.LlamaAdapterConfig` (validated there): adapter_len,
     adapter_layers, gate, multimodal and V2 switches."""
     deepspeed: DeepSpeedArgs = field(default_factory=DeepSpeedArgs)
+    diagnostics: DiagnosticsArgs = field(default_factory=DiagnosticsArgs)
+    """Training diagnostics (the gradient-health monitor); see tuner.diagnostics.config."""
 
     def __post_init__(self) -> None:
         if self.train.method == "qlora":

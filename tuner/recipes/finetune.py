@@ -218,6 +218,12 @@ def fit(rt: Runtime) -> None:
     # DeepSpeed reports the gradient norm except for plain fp32 training without ZeRO, where the
     # full gradients sit on the parameters and the norm is cheap to take before the step.
     manual_grad_norm = engine.zero_optimization_stage() == 0 and dtype == torch.float32
+    grad_monitor = None
+    if config.diagnostics.grad_monitor_enabled:
+        from tuner.diagnostics.grad_health import GradientHealthMonitor
+
+        grad_monitor = GradientHealthMonitor(engine, config.diagnostics, rt.output_dir, rank=info.rank,
+                                             world_size=info.world_size, resume_step=rt.start_step)
     engine.train()
     for step in range(rt.start_step, plan.total_steps):
         started = time.perf_counter()
@@ -234,9 +240,13 @@ def fit(rt: Runtime) -> None:
             engine.backward(share * info.world_size, scale_wrt_gas=False)
             if micro == len(work.micro_batches) - 1 and manual_grad_norm:
                 grad_norm = gradient_norm(engine.module)
+            if micro == len(work.micro_batches) - 1 and grad_monitor is not None:
+                grad_monitor.on_gradients(step + 1)  # the reduced gradients exist only until engine.step()
             engine.step()
             loss_sum += summed.item()
             tokens += batch["num_tokens"]
+        if grad_monitor is not None:
+            grad_monitor.on_step_end(step + 1)
         loss_sum, tokens = dist.all_reduce_sum([loss_sum, tokens])
         elapsed = time.perf_counter() - started
         done = step + 1
@@ -257,6 +267,8 @@ def fit(rt: Runtime) -> None:
     bar.close()
     if metrics is not None:
         metrics.close()
+    if grad_monitor is not None and (written := grad_monitor.close()):
+        print(f"gradient health: {written['summary']}" + (f", heat map {written['heatmap']}" if "heatmap" in written else ""))
 
 
 # --- final save -----------------------------------------------------------------------------------
