@@ -28,6 +28,10 @@ import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+
+class GradientHealthError(RuntimeError):
+    """Training stopped by `diagnostics.grad_monitor_halt_on_nonfinite`."""
+
 NONFINITE = "nonfinite"
 EXPLODING = "exploding"
 VANISHING = "vanishing"

@@ -28,16 +28,13 @@ import torch
 
 from tuner.diagnostics.config import DiagnosticsArgs
 from tuner.diagnostics.fragments import FragmentReader
-from tuner.diagnostics.grad_alarms import NONFINITE, Alarm, AlarmRules, AlarmState, layer_key, module_type
+from tuner.diagnostics.grad_alarms import (NONFINITE, Alarm, AlarmRules, AlarmState, GradientHealthError, layer_key,
+                                          module_type)
 from tuner.diagnostics.grad_report import JSONL_NAME, write_report
 
 logger = logging.getLogger("tuner.diagnostics")
 
 _FIELDS = 5  # grad^2, weight^2, update^2, non-finite gradient, non-finite weight
-
-
-class GradientHealthError(RuntimeError):
-    """Training stopped by `diagnostics.grad_monitor_halt_on_nonfinite`."""
 
 
 def encode(value: float) -> float | str:

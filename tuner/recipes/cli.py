@@ -11,6 +11,7 @@ import sys
 
 from tuner.config import ConfigError, load_recipe
 from tuner.data.records import DataError
+from tuner.diagnostics.grad_alarms import GradientHealthError
 from tuner.recipes.args import RecipeConfig
 
 
@@ -28,4 +29,7 @@ def main(argv: list[str]) -> int:
     except (ConfigError, DataError) as exc:
         print(f"tuner train: error: {exc}", file=sys.stderr)
         return 2
+    except GradientHealthError as exc:
+        print(f"tuner train: stopped: {exc}", file=sys.stderr)
+        return 3
     return 0
