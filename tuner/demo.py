@@ -83,7 +83,8 @@ def evaluate_served(model_dir: Path, heldout: Path, out: Path, styles=STYLES) ->
     from tuner.generation.server import VLLMServer
 
     scores = {}
-    with VLLMServer(model_dir, max_model_len=512, log_path=out.parent / f"{out.name}_vllm_serve.log") as server:
+    out.mkdir(parents=True, exist_ok=True)
+    with VLLMServer(model_dir, max_model_len=512, log_path=out / "vllm_serve.log") as server:
         for style in styles:
             result_dir = out / style
             argv = ["run", "--task", "humaneval", "--dataset", str(heldout), "--model", server.model,

