@@ -38,14 +38,14 @@ class DemoSizes:
 
     train_tasks: int = 3000
     heldout_tasks: int = 100
-    full_steps: int = 500
-    adapter_steps: int = 200
+    full_steps: int = 1600
+    adapter_steps: int = 300
     hidden_size: int = 256
     layers: int = 4
 
 
-SIZES = {"default": DemoSizes(), "quick": DemoSizes(train_tasks=2000, heldout_tasks=50, full_steps=350,
-                                                     adapter_steps=120)}
+SIZES = {"default": DemoSizes(), "quick": DemoSizes(train_tasks=2000, heldout_tasks=50, full_steps=1400,
+                                                     adapter_steps=200)}
 
 
 def instruction_for(task: Task) -> str:
@@ -184,10 +184,13 @@ def run_demo(out: Path, sizes: DemoSizes, seed: int = 0) -> dict[str, dict[str, 
 
     common: dict = {}  # DeepSpeed's built-in default: ZeRO stage 0, one process
     full_run = out / "runs" / "full"
+    # Small steps, many of them: the model copies function names early, but copying the constant
+    # from the docstring appears after a late phase change that comes with the number of updates
+    # (around step 900 at micro batch 4), not with the number of examples seen.
     train({"model": {"path": str(base), "dtype": "fp32"},
            "data": {"path": str(data["alpaca"]), "template": "alpaca", "max_length": 256, "packing": True},
            "train": {"output_dir": str(full_run), "method": "full", "max_steps": sizes.full_steps,
-                     "micro_batch_size": 16, "lr": 2e-3, "warmup_steps": 20, "min_lr": 2e-4, "seed": seed,
+                     "micro_batch_size": 4, "lr": 1e-3, "warmup_steps": 20, "min_lr": 1e-4, "seed": seed,
                      "weight_decay": 0.0, "resume": "never", "log_every_n_steps": 5},
            **common}, out / "recipe_full.json")
     full_export = export(full_run / "final", out / "export" / "full", dtype="fp32")
@@ -199,9 +202,12 @@ def run_demo(out: Path, sizes: DemoSizes, seed: int = 0) -> dict[str, dict[str, 
     train({"model": {"path": str(full_export), "dtype": "fp32"},
            "data": {"path": str(data["chat"]), "max_length": 256, "packing": True},
            "train": {"output_dir": str(adapter_run), "method": "llama_adapter", "max_steps": sizes.adapter_steps,
-                     "micro_batch_size": 16, "lr": 2e-2, "warmup_steps": 10, "seed": seed,
+                     "micro_batch_size": 4, "lr": 2e-2, "warmup_steps": 10, "seed": seed,
                      "weight_decay": 0.02, "adam_betas": [0.9, 0.95], "resume": "never", "log_every_n_steps": 5},
-           "llama_adapter": {"adapter_len": 10, "adapter_layers": sizes.layers},
+           # prompts alone barely move a 3M-parameter model to a new format (loss 2.3 -> 1.6 in 150
+           # steps); with V2 bias/scale tuning and unfrozen norms it falls below 0.1
+           "llama_adapter": {"adapter_len": 10, "adapter_layers": sizes.layers, "bias_tuning": True,
+                             "unfreeze_norms": True},
            **common}, out / "recipe_adapter.json")
     adapter_export = export(adapter_run / "final", out / "export" / "adapter", dtype="fp32")
     lap("LLaMA-Adapter tuning")
