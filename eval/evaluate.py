@@ -43,9 +43,9 @@ def evaluate(task_name: str, samples_path: Path, dataset_path: Path | None = Non
         results = choice_results(task.name, dataset, samples, ks)
     else:
         results = caption_results(task.name, dataset, samples)
-    attempted = {s.task_id for s in samples}
-    if len(attempted) < len(dataset.problems):
-        results["incomplete"] = (f"samples cover {len(attempted)} of the {len(dataset.problems)} problems; "
+    attempted = len(results["per_task"])  # one entry per task id the samples cover
+    if attempted < len(dataset.problems):
+        results["incomplete"] = (f"samples cover {attempted} of the {len(dataset.problems)} problems; "
                                  "pass@k is over those only")
         log.warning(results["incomplete"])
     results["dataset"] = dataset.describe()

@@ -27,6 +27,10 @@ def program_digest(program: str) -> str:
     return hashlib.sha256(program.encode("utf-8")).hexdigest()[:16]
 
 
+def _cache_file(folder: Path, task_id: str) -> Path:
+    return folder / (hashlib.sha256(task_id.encode()).hexdigest()[:16] + ".json")
+
+
 def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str], sandbox: Sandbox,
                       cache: Path | None = None) -> dict[str, dict]:
     """evalplus's ground truth: outputs and run times of each reference solution, computed once in
@@ -35,7 +39,7 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
     folder.mkdir(parents=True, exist_ok=True)
     outputs, todo = {}, []
     for task_id in task_ids:
-        path = folder / (hashlib.sha256(task_id.encode()).hexdigest()[:16] + ".json")
+        path = _cache_file(folder, task_id)
         if path.exists():
             outputs[task_id] = json.loads(path.read_text())
         else:
@@ -50,8 +54,7 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
     progress = tqdm(total=len(todo), desc=f"{task.name} reference outputs", disable=not todo)
     for task_id, result in sandbox.map(compute, todo):
         if "error" not in result:
-            path = folder / (hashlib.sha256(task_id.encode()).hexdigest()[:16] + ".json")
-            path.write_text(json.dumps(result))
+            _cache_file(folder, task_id).write_text(json.dumps(result))
         outputs[task_id] = result
         progress.update()
     progress.close()

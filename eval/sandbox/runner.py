@@ -137,34 +137,39 @@ class Verdict:
         return asdict(self)
 
 
-def default_read_paths() -> list[str]:
-    """What a sandboxed interpreter may read: Python's own files, site-packages minus the
-    excluded packages, and the system libraries extension modules link against."""
-    paths = {Path(sysconfig.get_paths()["stdlib"]), Path(sys.base_prefix) / "lib"}
-    for site_dir in site_package_dirs():
+def _split_site_packages(site_dirs: list[str]) -> tuple[list[Path], list[Path]]:
+    """The entries of `site_dirs`, in one pass: (kept, excluded), where excluded are the .pth
+    files and the EXCLUDED_PACKAGES."""
+    kept, excluded = [], []
+    for site_dir in site_dirs:
         for entry in Path(site_dir).iterdir():
             name = entry.name.lower()
-            if name.endswith(".pth") or any(name.startswith(x) for x in EXCLUDED_PACKAGES):
-                continue
-            paths.add(entry)
+            hide = name.endswith(".pth") or any(name.startswith(x) for x in EXCLUDED_PACKAGES)
+            (excluded if hide else kept).append(entry)
+    return kept, excluded
+
+
+def _read_paths(kept: list[Path]) -> list[str]:
+    paths = {Path(sysconfig.get_paths()["stdlib"]), Path(sys.base_prefix) / "lib", *kept}
     paths.update(Path(p) for p in _SYSTEM_READ if os.path.exists(p))
     return sorted(str(p) for p in paths)
 
 
+def default_read_paths() -> list[str]:
+    """What a sandboxed interpreter may read: Python's own files, site-packages minus the
+    excluded packages, and the system libraries extension modules link against."""
+    return _read_paths(_split_site_packages(site_package_dirs())[0])
+
+
 def hidden_paths() -> list[str]:
     """The excluded site-packages entries (covered by empty mounts inside the sandbox)."""
-    found = []
-    for site_dir in site_package_dirs():
-        for entry in Path(site_dir).iterdir():
-            name = entry.name.lower()
-            if name.endswith(".pth") or any(name.startswith(x) for x in EXCLUDED_PACKAGES):
-                found.append(str(entry))
-    return sorted(found)
+    return sorted(str(p) for p in _split_site_packages(site_package_dirs())[1])
 
 
-def broad_read_paths() -> list[str]:
+def broad_read_paths(site_dirs: list[str] | None = None) -> list[str]:
     """Python's own files, whole site-packages folders and the system libraries."""
-    paths = {str(Path(sysconfig.get_paths()["stdlib"])), str(Path(sys.base_prefix) / "lib"), *site_package_dirs()}
+    site_dirs = site_package_dirs() if site_dirs is None else site_dirs
+    paths = {str(Path(sysconfig.get_paths()["stdlib"])), str(Path(sys.base_prefix) / "lib"), *site_dirs}
     paths.update(p for p in _SYSTEM_READ if os.path.exists(p))
     return sorted(paths)
 
@@ -215,10 +220,12 @@ class Sandbox:
         self._code_path.write_bytes(marshal.dumps(compile(child_source(), "<sandbox>", "exec")))
         self._judges: queue.SimpleQueue[_Judge] = queue.SimpleQueue()
         self._zygote: _Zygote | None = None
-        self._read_paths = default_read_paths()
-        self._broad_read_paths = broad_read_paths()
-        self._hidden_paths = hidden_paths()
-        self._import_paths = site_package_dirs()
+        site_dirs = site_package_dirs()
+        kept, excluded = _split_site_packages(site_dirs)
+        self._read_paths = _read_paths(kept)
+        self._broad_read_paths = broad_read_paths(site_dirs)
+        self._hidden_paths = sorted(str(p) for p in excluded)
+        self._import_paths = site_dirs
         self._isolation: dict | None = None
         self._lock = threading.Lock()         # the isolation probe
         self._zygote_lock = threading.Lock()  # starting the launcher
@@ -552,8 +559,7 @@ class _Zygote:
         self.statuses: dict[int, int] = {}    # pid -> exit status
         self.next_id = 0
         self.closed = False
-        hello = self._read_message()
-        self.network = bool(hello and hello.get("network"))
+        self._read_message()  # the zygote's hello: it is up and in its network namespace
         self.reader = threading.Thread(target=self._read_forever, daemon=True, name="zygote-reader")
         self.reader.start()
 
