@@ -19,8 +19,6 @@ class AdapterMethod:
     config_class: type
     add: Callable[..., Any]
     save: Callable[..., Any]
-    load: Callable[..., Any]
-    state_dict: Callable[..., Any]
     enable_gradient_checkpointing: Callable[..., Any]
 
 
@@ -29,8 +27,6 @@ ADAPTER_METHODS: dict[str, AdapterMethod] = {
         config_class=llama_adapter.LlamaAdapterConfig,
         add=llama_adapter.add_llama_adapter,
         save=llama_adapter.save_llama_adapter,
-        load=llama_adapter.load_llama_adapter,
-        state_dict=llama_adapter.llama_adapter_state_dict,
         enable_gradient_checkpointing=llama_adapter.enable_gradient_checkpointing,
     ),
 }

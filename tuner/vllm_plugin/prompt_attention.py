@@ -35,14 +35,12 @@ from torch import nn
 
 from tuner.adapters.llama_adapter.config import GATE_TANH_PER_HEAD, LlamaAdapterConfig
 from tuner.adapters.llama_adapter.hf_model import adapter_config_of
+from tuner.adapters.llama_adapter.model import ADAPTER_MODULE_NAME  # attribute holding a layer's prompt attention
 
 logger = logging.getLogger(__name__)
 
 ProjectKeysValues = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """prompt [K, hidden] -> this rank's keys, values [K, local_kv_heads * head_dim]."""
-
-ADAPTER_MODULE_NAME = "llama_adapter"
-"""Attribute of an attention module holding its prompt attention (the name training saved under)."""
 
 
 class PromptAttention(nn.Module):

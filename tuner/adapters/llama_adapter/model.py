@@ -33,11 +33,11 @@ from tuner.adapters.llama_adapter.arch import (
 )
 from tuner.adapters.llama_adapter.config import LlamaAdapterConfig
 from tuner.adapters.llama_adapter.layer import AdaptionPrompt
+from tuner.models import count_parameters
 
 ADAPTER_MODULE_NAME = "llama_adapter"
 CONFIG_ATTRIBUTE = "llama_adapter_config"
 PARAM_NAMES_ATTRIBUTE = "llama_adapter_param_names"
-HOOKS_ATTRIBUTE = "_llama_adapter_hooks"
 
 
 def add_llama_adapter(
@@ -72,11 +72,10 @@ def add_llama_adapter(
     for param in model.parameters():
         param.requires_grad_(False)
 
-    hooks: list[torch.utils.hooks.RemovableHandle] = []
     if config.bias_tuning:  # first, so the query capture below sees the tuned q projection
-        hooks += v2.add_bias_scale(layers)
+        v2.add_bias_scale(layers)
     if config.multimodal:
-        hooks += _add_vision(model, config, vision_model)
+        _add_vision(model, config, vision_model)
 
     for index, layer in enumerate(layers):
         attention = getattr(layer, layout.attention_name)
@@ -93,20 +92,19 @@ def add_llama_adapter(
                 device=reference.device,
             )
             attention.add_module(ADAPTER_MODULE_NAME, adaption)
-            hooks += _hook_attention(attention, adaption, layout)
+            _hook_attention(attention, adaption, layout)
         elif config.multimodal:
-            hooks.append(attention.register_forward_pre_hook(multimodal.drop_image_feature_hook, with_kwargs=True))
+            attention.register_forward_pre_hook(multimodal.drop_image_feature_hook, with_kwargs=True)
 
     if config.unfreeze_norms:
         v2.unfreeze_norms(model, skip=getattr(model, multimodal.VISION_MODULE_NAME, None))
 
     setattr(model, CONFIG_ATTRIBUTE, config)
     setattr(model, PARAM_NAMES_ATTRIBUTE, tuple(n for n, p in model.named_parameters() if p.requires_grad))
-    setattr(model, HOOKS_ATTRIBUTE, hooks)
     return model
 
 
-def _add_vision(model: nn.Module, config: LlamaAdapterConfig, vision_model: nn.Module | None) -> list:
+def _add_vision(model: nn.Module, config: LlamaAdapterConfig, vision_model: nn.Module | None) -> None:
     reference = model.get_input_embeddings().weight
     encoder = multimodal.load_vision_encoder(config.vision_model, vision_model)
     encoder.to(device=reference.device, dtype=reference.dtype)
@@ -119,11 +117,11 @@ def _add_vision(model: nn.Module, config: LlamaAdapterConfig, vision_model: nn.M
         device=reference.device,
     )
     model.add_module(multimodal.VISION_MODULE_NAME, vision)
-    return [model.register_forward_pre_hook(multimodal.encode_images_hook, with_kwargs=True)]
+    model.register_forward_pre_hook(multimodal.encode_images_hook, with_kwargs=True)
 
 
-def _hook_attention(attention: nn.Module, adaption: AdaptionPrompt, layout: AttentionLayout) -> list:
-    """Register the three hooks described in the module docstring; returns their handles."""
+def _hook_attention(attention: nn.Module, adaption: AdaptionPrompt, layout: AttentionLayout) -> None:
+    """Register the three hooks described in the module docstring."""
     pending = adaption.pending
     heads = adaption.heads
 
@@ -166,11 +164,9 @@ def _hook_attention(attention: nn.Module, adaption: AdaptionPrompt, layout: Atte
         delta = adaption(attention, layout, queries, image)
         return (hidden + delta.to(hidden.dtype),) + tuple(inputs[1:])
 
-    return [
-        attention.register_forward_pre_hook(before_attention, with_kwargs=True),
-        getattr(attention, layout.query_source).register_forward_hook(capture_queries),
-        getattr(attention, layout.output_proj).register_forward_pre_hook(add_prompt_attention),
-    ]
+    attention.register_forward_pre_hook(before_attention, with_kwargs=True)
+    getattr(attention, layout.query_source).register_forward_hook(capture_queries)
+    getattr(attention, layout.output_proj).register_forward_pre_hook(add_prompt_attention)
 
 
 def unwrap_adapted(model: nn.Module) -> nn.Module:
@@ -197,11 +193,7 @@ def adapter_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def count_trainable_parameters(model: nn.Module) -> int:
     """Number of elements in parameters that require grad (full sizes under DeepSpeed ZeRO-3)."""
-    return sum(_full_numel(p) for p in model.parameters() if p.requires_grad)
-
-
-def _full_numel(param: nn.Parameter) -> int:
-    return int(getattr(param, "ds_numel", param.numel()))
+    return count_parameters(model)[0]
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

@@ -30,19 +30,17 @@ def _apply_bias_scale(linear: nn.Module, inputs: tuple, output: torch.Tensor) ->
     return getattr(linear, BIAS_SCALE_NAME)(output)
 
 
-def add_bias_scale(layers: nn.ModuleList) -> list[torch.utils.hooks.RemovableHandle]:
-    """Attach bias/scale tuning to every nn.Linear inside the decoder layers; returns the hook handles.
+def add_bias_scale(layers: nn.ModuleList) -> None:
+    """Attach bias/scale tuning to every nn.Linear inside the decoder layers.
 
     Must run before other forward hooks are added to these linears, so that hooks reading a
     projection's output (the adapter's query capture) see the tuned output.
     """
-    handles = []
     for layer in layers:
         for linear in [m for m in layer.modules() if isinstance(m, nn.Linear)]:
             weight = linear.weight
             linear.add_module(BIAS_SCALE_NAME, LinearBiasScale(linear.out_features, weight.dtype, weight.device))
-            handles.append(linear.register_forward_hook(_apply_bias_scale))
-    return handles
+            linear.register_forward_hook(_apply_bias_scale)
 
 
 def is_norm_layer(module: nn.Module) -> bool:
@@ -51,14 +49,11 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or name.endswith("RMSNorm") or name.endswith("LayerNorm")
 
 
-def unfreeze_norms(model: nn.Module, skip: nn.Module | None = None) -> list[str]:
-    """Make every norm layer's parameters trainable (except those under `skip`); returns their names."""
+def unfreeze_norms(model: nn.Module, skip: nn.Module | None = None) -> None:
+    """Make every norm layer's parameters trainable (except those under `skip`)."""
     skipped = set(skip.modules()) if skip is not None else set()
-    names = []
-    for module_name, module in model.named_modules():
+    for module in model.modules():
         if module in skipped or not is_norm_layer(module):
             continue
-        for param_name, param in module.named_parameters(recurse=False):
+        for param in module.parameters(recurse=False):
             param.requires_grad_(True)
-            names.append(f"{module_name}.{param_name}" if module_name else param_name)
-    return names
