@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Callable, Iterator
 import torch
 
 from tuner.config import ConfigError
+from tuner.generation.server import free_port  # noqa: F401  (also used by launch helpers and tests)
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def device() -> torch.device:

@@ -22,14 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
-
 from tuner.checkpoint import COMPLETE_MARKER, complete_checkpoints
-from tuner.config import ConfigError, from_dict
+from tuner.config import ConfigError, from_dict, load_yaml
 from tuner.models import TORCH_DTYPES
 from tuner.recipes.args import RecipeConfig
-
-logger = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -51,9 +47,10 @@ def _recipe_near(path: Path) -> RecipeConfig | None:
                       path.parent.parent / "config.yaml"):
         if candidate.exists():
             try:
-                return from_dict(RecipeConfig, yaml.safe_load(candidate.read_text()))
+                return from_dict(RecipeConfig, load_yaml(candidate))
             except ConfigError as exc:
-                raise ExportError(f"{candidate}: {exc}") from None
+                message = str(exc)
+                raise ExportError(message if message.startswith(str(candidate)) else f"{candidate}: {message}") from None
     return None
 
 

@@ -6,14 +6,11 @@ for QLoRA) and `llama_adapter` (tuner.adapters.llama_adapter).
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from tuner._imports import is_flash_attn_available
 from tuner.config import ConfigError
 
-logger = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

@@ -83,7 +83,7 @@ class StepPlan:
         self.steps: list[list[Row]] = []  # per step, all of its rows
         self.epoch_of_step: list[float] = []
         self.dropped_rows = 0
-        self.steps_per_epoch = len(epoch_rows(lengths, 0, seed, packing, max_length)) // self.rows_per_step
+        self._loss_tokens = [e.num_loss_tokens for e in examples]
         whole_epochs = math.ceil(epochs) if max_steps is None else None
         epoch = 0
         while True:
@@ -93,6 +93,8 @@ class StepPlan:
                 raise ValueError(
                     f"one optimizer step needs {self.rows_per_step} rows (micro_batch_size x "
                     f"gradient_accumulation_steps x world_size) but the data gives {len(rows)} per epoch")
+            if epoch == 0:
+                self.steps_per_epoch = steps_here
             if max_steps is None and epoch == whole_epochs - 1 and epochs != whole_epochs:
                 steps_here = max(1, int(steps_here * (epochs - epoch)))
             self.dropped_rows += len(rows) - steps_here * self.rows_per_step
@@ -112,7 +114,7 @@ class StepPlan:
     def for_rank(self, step: int, rank: int) -> StepBatch:
         """The micro-batches of rank `rank` in optimizer step `step` (0-based)."""
         rows = self.steps[step]
-        count = sum(self.examples[i].num_loss_tokens for row in rows for i in row)
+        count = sum(self._loss_tokens[i] for row in rows for i in row)
         micro = []
         for m in range(self.accumulation):
             start = (m * self.world_size + rank) * self.micro_batch_size

@@ -45,6 +45,7 @@ class Runtime:
     attn_implementation: str
     peak_lr: float
     start_step: int
+    plan_fingerprint: str
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -88,11 +89,8 @@ def prepare_model(config: RecipeConfig, tokenizer, attn_implementation: str):
     model.config.use_cache = False
     if method in ADAPTER_METHODS:
         adapter = adapter_method(method)
-        try:
-            adapter_config = adapter.config_class.from_dict(getattr(config, method))
-        except ValueError as exc:
-            raise ConfigError(f"{method}: {exc}") from None
-        model = adapter.add(model, adapter_config)
+        # already validated by RecipeConfig, which turns a bad option into a ConfigError
+        model = adapter.add(model, adapter.config_class.from_dict(getattr(config, method)))
         if model_args.gradient_checkpointing:
             adapter.enable_gradient_checkpointing(model)
         return model
@@ -156,14 +154,16 @@ def setup(config: RecipeConfig) -> Runtime:
     del keep_alive
 
     start_step = 0
+    fingerprint = plan_fingerprint(plan, examples)
     if resume_from is not None:
         progress = ckpt.load_checkpoint(engine, resume_from, info.rank, exclude_frozen=train.method != "full")
-        if progress.plan_fingerprint != plan_fingerprint(plan, examples):
+        if progress.plan_fingerprint != fingerprint:
             raise ConfigError(f"{resume_from}: this checkpoint was made with different data or batch settings; "
                               "use a new train.output_dir or train.resume=never")
         start_step = progress.step
         _log(info, "resumed from %s at step %d", resume_from, start_step)
-    return Runtime(config, info, output_dir, tokenizer, examples, plan, engine, attn, peak_lr, start_step)
+    return Runtime(config, info, output_dir, tokenizer, examples, plan, engine, attn, peak_lr, start_step,
+                   fingerprint)
 
 
 def find_resume_point(config: RecipeConfig, output_dir: Path) -> Path | None:
@@ -193,10 +193,11 @@ def micro_batch_loss(model, batch: dict, attn_implementation: str, dtype: torch.
     the *whole* optimizer step, so the micro-batch shares add up to the mean over the step's
     response tokens however they are split across micro-batches and ranks.
     """
-    inputs = attention_inputs(batch, attn_implementation, dtype)
-    outputs = model(input_ids=batch["input_ids"].to(dist.device()),
-                    **{k: v.to(dist.device()) for k, v in inputs.items()}, use_cache=False)
-    loss_sum = token_losses(outputs.logits, batch["targets"].to(dist.device())).sum()
+    device = dist.device()
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    inputs = attention_inputs(batch, attn_implementation, dtype)  # masks are built on the device
+    outputs = model(input_ids=batch["input_ids"], **inputs, use_cache=False)
+    loss_sum = token_losses(outputs.logits, batch["targets"]).sum()
     return loss_sum / step_loss_tokens, loss_sum.detach()
 
 
@@ -229,7 +230,7 @@ def fit(rt: Runtime) -> None:
         started = time.perf_counter()
         lr = engine.lr_scheduler.get_last_lr()[0]
         work = plan.for_rank(step, info.rank)
-        loss_sum = 0.0
+        loss_sum = 0.0  # a tensor after the first micro-batch; read once per step (one device sync)
         tokens = 0
         grad_norm = None
         for micro, rows in enumerate(work.micro_batches):
@@ -243,11 +244,11 @@ def fit(rt: Runtime) -> None:
             if micro == len(work.micro_batches) - 1 and grad_monitor is not None:
                 grad_monitor.on_gradients(step + 1)  # the reduced gradients exist only until engine.step()
             engine.step()
-            loss_sum += summed.item()
+            loss_sum = loss_sum + summed
             tokens += batch["num_tokens"]
         if grad_monitor is not None:
             grad_monitor.on_step_end(step + 1)
-        loss_sum, tokens = dist.all_reduce_sum([loss_sum, tokens])
+        loss_sum, tokens = dist.all_reduce_sum([float(loss_sum), tokens])
         elapsed = time.perf_counter() - started
         done = step + 1
         loss = loss_sum / work.step_loss_tokens
@@ -261,7 +262,7 @@ def fit(rt: Runtime) -> None:
                                    "tokens": int(tokens), "tokens_per_s": tokens / elapsed,
                                    "step_time_s": elapsed})
         if (train.save_every_n_steps and done % train.save_every_n_steps == 0) or done == plan.total_steps:
-            progress = ckpt.TrainingProgress(done, plan.epoch_of_step[step], plan_fingerprint(plan, rt.examples))
+            progress = ckpt.TrainingProgress(done, plan.epoch_of_step[step], rt.plan_fingerprint)
             ckpt.save_checkpoint(engine, rt.output_dir, progress, info.rank, exclude_frozen,
                                  train.keep_last_n_checkpoints)
     bar.close()
