@@ -93,10 +93,12 @@ class GradientHealthMonitor:
         kept = []
         if self.path.exists():
             for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line)["step"] <= resume_step:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if record["step"] <= resume_step:
                     kept.append(line)
-                    layers = json.loads(line)["layers"]
-                    self.alarms.remember({k: decode(v["grad_norm"]) for k, v in layers.items()})
+                    self.alarms.remember({k: decode(v["grad_norm"]) for k, v in record["layers"].items()})
         self.path.write_text("".join(k + "\n" for k in kept))
         return self.path.open("a")
 

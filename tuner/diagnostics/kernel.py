@@ -251,7 +251,6 @@ class KernelPredictions:
 
     names: list[str]
     num_params: int
-    f0_test: torch.Tensor
     kernel: dict[str, torch.Tensor]
     """Test outputs of kernel_sgd and (binary tasks) kernel_asignsgd."""
 
@@ -268,7 +267,7 @@ def kernel_predictions(model: torch.nn.Module, train: FewShotTask, test: FewShot
     if g_train.shape[1] == 1:
         kernel["kernel_asignsgd"] = asymmetric_sign_kernel_svm(g_train, g_test, train.labels, config.svm_gamma,
                                                                config.svm_mix)
-    return KernelPredictions(names, int(g_train.shape[2]), f0_test, kernel)
+    return KernelPredictions(names, int(g_train.shape[2]), kernel)
 
 
 def compare_with_finetuned(model: torch.nn.Module, finetuned: torch.nn.Module, test: FewShotTask,

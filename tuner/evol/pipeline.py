@@ -101,8 +101,6 @@ class RunState:
     rounds: list[dict] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     """Every (item, benchmark text) pair found by decontamination."""
-    failed_calls: int = 0
-    """Calls whose latest answer is a failure (retried on the next run)."""
 
 
 def load_benchmarks(config: EvolConfig) -> tuple[list[bench.BenchmarkText], list[bench.BenchmarkSource]]:
@@ -232,7 +230,6 @@ class Evolution:
     def ask(self, calls: list[Call], sampling: SamplingConfig, desc: str) -> dict[str, GenerationResult]:
         results, stats = run_calls(self.teacher, calls, sampling, self.journal, desc)
         self.state.calls.add(stats)
-        self.state.failed_calls += sum(not r.ok for r in results.values())
         return results
 
     def evolve_round(self, k: int, parents: list[Item]) -> list[Item]:
@@ -338,7 +335,7 @@ class Evolution:
             if match.task_id not in ids:
                 ids.append(match.task_id)
         return {
-            "complete": state.failed_calls == 0,
+            "complete": state.calls.failed == 0,
             "seed": {"path": str(config.seed_path), "items": seed_count},
             "settings": {
                 "rounds": config.rounds,
@@ -356,7 +353,7 @@ class Evolution:
                 "reused_from_journal": state.calls.reused,
                 "made_this_run": state.calls.made,
                 "failed_this_run": state.calls.failed,
-                "failed_outstanding": state.failed_calls,
+                "failed_outstanding": state.calls.failed,  # journal-reused results are all successes
                 "first_errors": state.calls.first_errors,
             },
             "merge": merge_report,
