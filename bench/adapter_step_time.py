@@ -29,20 +29,16 @@ import statistics
 import time
 
 import torch
+from _common import add_adapter_model_args
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--intermediate", type=int, default=1408)
+    add_adapter_model_args(parser)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--adapter-len", type=int, default=10)
-    parser.add_argument("--adapter-layers", type=int, default=7, help="top L of --layers (7 of 8 ~ 30 of 32)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is least disturbed on a shared machine)")
     return parser.parse_args()

@@ -74,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tuner.distributed import free_port
+    from tuner.metrics import read_metrics
     from tuner.synthetic import generate_tasks, write_alpaca
     from tuner.tiny import build_tiny_model, train_tokenizer
 
@@ -100,7 +101,7 @@ def main() -> None:
                   "deepspeed": {"config": args.ds_config}}
         (work / "recipe.json").write_text(json.dumps(recipe))
         run(launcher(args.ranks, free_port()) + ["--module", "tuner.cli", "train", str(work / "recipe.json")], env)
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out / "metrics.jsonl")
         results[f"tuner (packing={packing})"] = sum(r["tokens"] for r in rows) / sum(r["step_time_s"] for r in rows)
 
     trainer_out = work / "trainer"

@@ -26,16 +26,12 @@ import time
 from pathlib import Path
 
 import torch
+from _common import add_adapter_model_args
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--intermediate", type=int, default=1408)
-    parser.add_argument("--adapter-len", type=int, default=10)
-    parser.add_argument("--adapter-layers", type=int, default=7)
+    add_adapter_model_args(parser)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -95,7 +91,7 @@ def main() -> None:
     outputs = {}
     for _ in range(args.repeats):
         for name, llm in engines.items():
-            seconds, outputs[name] = timed(lambda: llm.generate(requests, params, use_tqdm=False))
+            seconds, outputs[name] = timed(lambda llm=llm: llm.generate(requests, params, use_tqdm=False))
             best[name] = min(best[name], seconds)
     served = [list(o.outputs[0].token_ids) for o in outputs["vLLM adapter"]]
     for llm in engines.values():  # idle engines must not compete with transformers for the cores

@@ -11,10 +11,9 @@ PYTHON="${PYTHON:-$(command -v python3)}"
 if [ -x "$here/../.venv/bin/python" ] && [ -z "${VIRTUAL_ENV:-}" ]; then PYTHON="$here/../.venv/bin/python"; fi
 bindir="$(dirname "$PYTHON")"
 
-if [ -z "${NPROC:-}" ]; then
-  NPROC=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() or 1)")
-fi
-if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+read -r gpus < <("$PYTHON" -c "import torch; print(torch.cuda.device_count())")  # one torch import
+NPROC="${NPROC:-$(( gpus > 0 ? gpus : 1 ))}"
+if [ "$gpus" -eq 0 ]; then
   export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
 fi
 MASTER_PORT="${MASTER_PORT:-$("$PYTHON" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}"

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tuner.synthetic import Task, generate_tasks
+from tuner.synthetic import Task, generate_tasks, write_humaneval
 
 logger = logging.getLogger("tuner.demo")
 
@@ -73,7 +73,7 @@ def write_data(out: Path, sizes: DemoSizes, seed: int) -> dict[str, Path]:
              "heldout": out / "heldout_humaneval.jsonl"}
     files["alpaca"].write_text("".join(json.dumps(alpaca_record(t)) + "\n" for t in train))
     files["chat"].write_text("".join(json.dumps(chat_record(t)) + "\n" for t in train))
-    files["heldout"].write_text("".join(json.dumps(t.humaneval()) + "\n" for t in heldout))
+    write_humaneval(heldout, files["heldout"])
     return files
 
 
@@ -182,8 +182,7 @@ def run_demo(out: Path, sizes: DemoSizes, seed: int = 0) -> dict[str, dict[str, 
     scores = {"base": evaluate_served(base, data["heldout"], out / "eval" / "base")}
     lap("evaluate base")
 
-    common: dict = {}  # DeepSpeed's built-in default: ZeRO stage 0, one process
-    full_run = out / "runs" / "full"
+    full_run = out / "runs" / "full"  # no deepspeed section: ZeRO stage 0, this one process
     # Small steps, many of them: the model copies function names early, but copying the constant
     # from the docstring appears after a late phase change that comes with the number of updates
     # (around step 900 at micro batch 4), not with the number of examples seen.
@@ -191,8 +190,8 @@ def run_demo(out: Path, sizes: DemoSizes, seed: int = 0) -> dict[str, dict[str, 
            "data": {"path": str(data["alpaca"]), "template": "alpaca", "max_length": 256, "packing": True},
            "train": {"output_dir": str(full_run), "method": "full", "max_steps": sizes.full_steps,
                      "micro_batch_size": 4, "lr": 1e-3, "warmup_steps": 20, "min_lr": 1e-4, "seed": seed,
-                     "weight_decay": 0.0, "resume": "never", "log_every_n_steps": 5},
-           **common}, out / "recipe_full.json")
+                     "weight_decay": 0.0, "resume": "never", "log_every_n_steps": 5}},
+          out / "recipe_full.json")
     full_export = export(full_run / "final", out / "export" / "full", dtype="fp32")
     lap("full fine-tuning")
     scores["full fine-tune"] = evaluate_served(full_export, data["heldout"], out / "eval" / "full")
@@ -207,8 +206,8 @@ def run_demo(out: Path, sizes: DemoSizes, seed: int = 0) -> dict[str, dict[str, 
            # prompts alone barely move a 3M-parameter model to a new format (loss 2.3 -> 1.6 in 150
            # steps); with V2 bias/scale tuning and unfrozen norms it falls below 0.1
            "llama_adapter": {"adapter_len": 10, "adapter_layers": sizes.layers, "bias_tuning": True,
-                             "unfreeze_norms": True},
-           **common}, out / "recipe_adapter.json")
+                             "unfreeze_norms": True}},
+          out / "recipe_adapter.json")
     adapter_export = export(adapter_run / "final", out / "export" / "adapter", dtype="fp32")
     lap("LLaMA-Adapter tuning")
     scores["+ LLaMA-Adapter"] = evaluate_served(adapter_export, data["heldout"], out / "eval" / "adapter")
