@@ -38,7 +38,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from tuner import distributed as dist
+    from tuner import engine as tuner_engine
     from tuner.diagnostics.config import DiagnosticsArgs
     from tuner.diagnostics.grad_health import GradientHealthMonitor
     from tuner.tiny import tiny_config, train_tokenizer
@@ -46,8 +46,8 @@ def main() -> None:
 
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(dist.free_port()))
-    dist.init_distributed()
+                          MASTER_PORT=str(tuner_engine.free_port()))
+    tuner_engine.init_distributed()
     tokenizer = train_tokenizer()
     torch.manual_seed(0)
     config = tiny_config("llama", tokenizer, num_hidden_layers=args.layers, hidden_size=args.hidden,
@@ -55,10 +55,10 @@ def main() -> None:
                          num_key_value_heads=args.hidden // 64)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     params = sum(p.numel() for p in model.parameters())
-    ds_config = dist.resolve_deepspeed_config({"zero_optimization": {"stage": args.stage}},
+    ds_config = tuner_engine.resolve_deepspeed_config({"zero_optimization": {"stage": args.stage}},
                                               micro_batch_size=args.batch, accumulation=1, world_size=1,
                                               max_grad_norm=1.0, dtype="fp32")
-    engine = dist.build_engine(model, ds_config, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    engine = tuner_engine.build_engine(model, ds_config, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                                lr_lambda=lambda step: 1.0)
     out = Path(tempfile.mkdtemp(prefix="grad_monitor_bench_"))
     monitors = {"off": None}

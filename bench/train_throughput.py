@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
 
-    from tuner.distributed import free_port
+    from tuner.engine import free_port
     from tuner.metrics import read_metrics
     from tuner.synthetic import generate_tasks, write_alpaca
     from tuner.tiny import build_tiny_model, train_tokenizer

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # DeepSpeed JIT-compiles its CPU ops on first use; keep the build cache inside this checkout so a
-# CI run owns it (and clears its stale locks, see tuner.distributed).
+# CI run owns it (and clears its stale locks, see tuner.engine).
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -53,7 +53,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_deepspeed_config_conflicts_are_reported(tmp_path):
-    from tuner.distributed import resolve_deepspeed_config
+    from tuner.engine import resolve_deepspeed_config
 
     raw = {"train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": 2}}
     with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=8 conflicts with the recipe"):
@@ -72,6 +72,6 @@ def test_every_shipped_recipe_is_valid():
     assert recipes
     for recipe in recipes:
         config = load_recipe(RecipeConfig, recipe)
-        from tuner.distributed import load_deepspeed_config
+        from tuner.engine import load_deepspeed_config
 
         assert load_deepspeed_config(config.deepspeed.config)["zero_optimization"]["stage"] in (0, 2, 3)

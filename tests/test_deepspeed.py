@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.training_utils import REPO, losses, run_env, run_train, train_command, write_recipe
-from tuner.distributed import free_port
+from tuner.engine import free_port
 from tuner.export import export
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from tests.training_utils import losses, run_train, write_recipe
 from tuner.data.batching import collate
 from tuner.data.examples import load_examples
-from tuner.distributed import warmup_cosine
+from tuner.engine import warmup_cosine
 from tuner.export import export
 from tuner.recipes.finetune import micro_batch_loss
 

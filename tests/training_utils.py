@@ -42,7 +42,7 @@ def train_command(recipe: Path, *overrides: str, nproc: int = 1, script: Path | 
     if script is not None and nproc == 1:
         return [sys.executable, str(script), str(recipe), *overrides]
     if script is not None:
-        from tuner.distributed import free_port
+        from tuner.engine import free_port
 
         return [str(VENV_BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port()),
                 "--no_local_rank", str(script), str(recipe), *overrides]

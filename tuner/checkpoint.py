@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuner.distributed import barrier
+from tuner.engine import barrier, load_engine_state, save_engine_state
 
 COMPLETE_MARKER = "COMPLETE"
 PROGRESS_KEY = "tuner_progress"
@@ -61,8 +61,7 @@ def save_checkpoint(engine, output_dir: str | Path, progress: TrainingProgress, 
     """Save a resumable checkpoint on every rank; returns its folder."""
     root = checkpoints_root(output_dir)
     tag = _tag(progress.step)
-    engine.save_checkpoint(str(root), tag=tag, client_state={PROGRESS_KEY: dataclasses.asdict(progress)},
-                           exclude_frozen_parameters=exclude_frozen)
+    save_engine_state(engine, root, tag, {PROGRESS_KEY: dataclasses.asdict(progress)}, exclude_frozen)
     torch.save(rng_state(), root / tag / f"rng_state_rank{rank}.pt")
     barrier()
     if rank == 0:
@@ -87,12 +86,7 @@ def load_checkpoint(engine, folder: str | Path, rank: int, exclude_frozen: bool)
     folder = Path(folder)
     if not (folder / COMPLETE_MARKER).exists():
         raise FileNotFoundError(f"{folder}: not a complete tuner checkpoint (no {COMPLETE_MARKER} marker)")
-    load_path, client_state = engine.load_checkpoint(
-        str(folder.parent), tag=folder.name, load_module_strict=not exclude_frozen,
-        load_optimizer_states=True, load_lr_scheduler_states=True,
-    )
-    if load_path is None:
-        raise RuntimeError(f"{folder}: DeepSpeed could not load this checkpoint")
+    client_state = load_engine_state(engine, folder, exclude_frozen)
     rng_file = folder / f"rng_state_rank{rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=False))

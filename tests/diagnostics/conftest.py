@@ -10,7 +10,7 @@ from typing import Callable, ContextManager
 
 import pytest
 
-from tuner.distributed import free_port
+from tuner.engine import free_port
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def _world_of_one():
     """
     import torch
 
-    from tuner import distributed as dist
+    from tuner import engine as tuner_engine
 
     with pytest.MonkeyPatch.context() as patch:
         # The same PATH as the launcher subprocesses of tests/training_utils.run_env: the venv's
@@ -33,8 +33,8 @@ def _world_of_one():
                                MASTER_PORT=str(free_port())).items():
             patch.setenv(key, value)
         if not torch.distributed.is_initialized():
-            dist.init_distributed()
-        yield dist.DistInfo(0, 0, 1)
+            tuner_engine.init_distributed()
+        yield tuner_engine.DistInfo(0, 0, 1)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.training_utils import run_train, write_recipe
-from tuner import distributed as dist
+from tuner import engine as tuner_engine
 from tuner.config import ConfigError, load_recipe
 from tuner.diagnostics.cli import main as diagnose
 from tuner.diagnostics.config import DiagnosticsArgs
@@ -90,9 +90,9 @@ def _engine(model, stage: int, dtype: str = "fp32", lr: float = 1e-3, offload: b
     zero = {"stage": stage}
     if offload:
         zero["offload_optimizer"] = {"device": "cpu"}
-    config = dist.resolve_deepspeed_config({"zero_optimization": zero}, micro_batch_size=4,
+    config = tuner_engine.resolve_deepspeed_config({"zero_optimization": zero}, micro_batch_size=4,
                                            accumulation=1, world_size=1, max_grad_norm=1.0, dtype=dtype)
-    return dist.build_engine(model, config, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    return tuner_engine.build_engine(model, config, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                              lr_lambda=lambda step: 1.0)
 
 

@@ -29,6 +29,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from tuner.engine import local_fp32_partition, local_grad_partition
+
 PLAIN = "plain"
 """A torch module outside DeepSpeed (gradients on `param.grad`)."""
 REPLICATED = "replicated"
@@ -111,9 +113,7 @@ class FragmentReader:
 
     def _gradient(self, param: nn.Parameter) -> torch.Tensor | None:
         if self.layout == PARTITIONED:
-            from deepspeed.utils import safe_get_local_grad
-
-            return safe_get_local_grad(param)
+            return local_grad_partition(param)
         if self.layout == FRAGMENTS:
             mapping = getattr(param, "_hp_mapping", None)
             if mapping is None:
@@ -131,9 +131,7 @@ class FragmentReader:
 
     def _weight(self, param: nn.Parameter) -> torch.Tensor | None:
         if self.layout == PARTITIONED:
-            from deepspeed.utils import safe_get_local_fp32_param
-
-            return safe_get_local_fp32_param(param)
+            return local_fp32_partition(param)
         if self.layout == FRAGMENTS:
             mapping = getattr(param, "_hp_mapping", None)
             return None if mapping is None else mapping.get_hp_fragment()

@@ -135,7 +135,7 @@ class GradientHealthMonitor:
                 if before is not None and weight is not None:
                     stats[2, i] = _square_norm(before.sub_(weight.float()), 1.0)[0]
         if self.world_size > 1 and torch.distributed.is_initialized():
-            from tuner.distributed import device
+            from tuner.engine import device
 
             reduced = stats.to(device())
             torch.distributed.all_reduce(reduced)

@@ -9,7 +9,6 @@ runtime (a vLLM model plugin) to rebuild it without this package.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tuner.adapters.llama_adapter.model import (
     adapter_parameters,
     unwrap_adapted,
 )
+from tuner.engine import gathered
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -54,13 +54,7 @@ def llama_adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     every rank.
     """
     named = adapter_parameters(model)
-    partitioned = [p for _, p in named if hasattr(p, "ds_id")]
-    gather = contextlib.nullcontext()
-    if partitioned:
-        import deepspeed
-
-        gather = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
-    with gather:
+    with gathered([p for _, p in named]):
         return {name: param.detach().to("cpu", copy=True).contiguous() for name, param in named}
 
 

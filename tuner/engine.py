@@ -1,6 +1,8 @@
-"""Everything DeepSpeed: process group start-up, JIT op builds, the engine, and gathering weights.
+"""Everything DeepSpeed, in one module: process group start-up, JIT op builds, the config, the
+engine, its checkpoints, and gathering or locating partitioned weights.
 
-The rest of tuner sees a DeepSpeed engine (forward, backward, step) and the plain helpers here.
+The rest of tuner sees a model and an optimizer step (forward, backward, step) and the plain
+helpers here; no other module imports deepspeed.
 One process without a launcher is a world of size one; under the `deepspeed` launcher (one node or
 many, through a hostfile) or torchrun, the environment tells the rank and world size.
 """
@@ -268,3 +270,69 @@ def full_state_dict(engine) -> dict | None:
     if torch.distributed.get_rank() != 0:
         return None
     return {k: v.detach().cpu() for k, v in engine.module.state_dict().items()}
+
+
+# --- partitioned parameters -----------------------------------------------------------------------
+
+
+def is_partitioned(param: torch.Tensor) -> bool:
+    """True for a parameter that DeepSpeed ZeRO-3 has partitioned across ranks."""
+    return hasattr(param, "ds_id")
+
+
+def gathered(params: list[torch.nn.Parameter]) -> contextlib.AbstractContextManager:
+    """A context in which ZeRO-3 partitioned `params` hold their full values (a collective: every
+    rank must enter it); nothing to do when none is partitioned."""
+    partitioned = [p for p in params if is_partitioned(p)]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
+def local_grad_partition(param: torch.nn.Parameter) -> torch.Tensor | None:
+    """This rank's partition of a ZeRO-3 parameter's reduced gradient."""
+    from deepspeed.utils import safe_get_local_grad
+
+    return safe_get_local_grad(param)
+
+
+def local_fp32_partition(param: torch.nn.Parameter) -> torch.Tensor | None:
+    """This rank's partition of a ZeRO-3 parameter's fp32 master weight."""
+    from deepspeed.utils import safe_get_local_fp32_param
+
+    return safe_get_local_fp32_param(param)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def save_engine_state(engine, root: Path, tag: str, client_state: dict, exclude_frozen: bool) -> None:
+    """DeepSpeed's own checkpoint (model, optimizer and scheduler, sharded per rank) in root/tag."""
+    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, exclude_frozen_parameters=exclude_frozen)
+
+
+def load_engine_state(engine, folder: Path, exclude_frozen: bool) -> dict:
+    """Restore model, optimizer and scheduler from a `save_engine_state` folder; returns its client state."""
+    load_path, client_state = engine.load_checkpoint(
+        str(folder.parent), tag=folder.name, load_module_strict=not exclude_frozen,
+        load_optimizer_states=True, load_lr_scheduler_states=True,
+    )
+    if load_path is None:
+        raise RuntimeError(f"{folder}: DeepSpeed could not load this checkpoint")
+    return client_state
+
+
+def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor] | None:
+    """The weights of a `save_engine_state` folder: the fp32 master weights under ZeRO-1/2/3, the
+    module weights under ZeRO-0 (None if the folder holds no DeepSpeed model states). Parameters
+    excluded from the checkpoint (frozen ones) are absent."""
+    if list(checkpoint.glob("*optim_states.pt")) and list(checkpoint.glob("zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    states = sorted(checkpoint.glob("mp_rank_*_model_states.pt"))
+    if not states:
+        return None
+    return {k: v.float() for k, v in torch.load(states[0], map_location="cpu", weights_only=False)["module"].items()}
