@@ -46,7 +46,7 @@ def build_models(args: argparse.Namespace, root: Path) -> tuple[Path, Path]:
     from transformers import AutoModelForCausalLM
 
     from tuner.adapters.llama_adapter import LlamaAdapterConfig, adapter_parameters, add_llama_adapter
-    from tuner.adapters.llama_adapter.export import export_adapted_model
+    from tuner.export.llama_adapter import export_adapted_model
     from tuner.tiny import build_tiny_model, train_tokenizer
 
     tokenizer = train_tokenizer()

@@ -13,7 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tuner.recipes.cli", "fine-tune a model from a YAML recipe (full, lora, qlora, llama_adapter)"),
     "evolve": ("tuner.evol.cli", "evolve code instructions with a teacher model (Evol-Instruct)"),
-    "export": ("tuner.export", "write a checkpoint as a folder that transformers loads and vLLM serves"),
+    "export": ("tuner.export.cli", "write a checkpoint as a folder that transformers loads and vLLM serves"),
     "demo": ("tuner.demo", "the embedded end-to-end job on a tiny model and bundled data"),
     "diagnose": ("tuner.diagnostics.cli", "gradient health, kernel-regime check, adapter placement search"),
 }

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tuner.adapters.llama_adapter import LlamaAdapterConfig, save_llama_adapter
-from tuner.adapters.llama_adapter.export import export_adapted_model
+from tuner.export.llama_adapter import export_adapted_model
 from tuner.tiny import build_tiny_model
 from vllm_adapter_helpers import installed_entry_point, trained_like_adapter, tuner_source_root, write_entry_point_dist
 

@@ -12,8 +12,8 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from tuner.adapters.llama_adapter import LlamaAdapterConfig, save_llama_adapter
-from tuner.adapters.llama_adapter.export import check_servable, export_adapted_model, export_adapter_folder
-from tuner.adapters.llama_adapter.hf_model import STUB_MODULE, LlamaAdapterForCausalLM, register_auto_classes
+from tuner.export.llama_adapter import check_servable, export_adapted_model, export_adapter_folder
+from tuner.export.hf_model import STUB_MODULE, LlamaAdapterForCausalLM, register_auto_classes
 from tuner.export import ExportError
 from vllm_adapter_helpers import trained_like_adapter
 

@@ -8,8 +8,8 @@ import tomllib
 
 import pytest
 
-from tuner.adapters.llama_adapter.hf_model import EXPORT_CLASSES
-from tuner.vllm_plugin import ARCHITECTURES, register
+from tuner.export.hf_model import EXPORT_CLASSES
+from tuner.export.vllm_plugin import ARCHITECTURES, register
 from vllm_adapter_helpers import PLUGIN_GROUP, PLUGIN_NAME, PLUGIN_TARGET, installed_entry_point, tuner_source_root
 
 

@@ -13,7 +13,7 @@ from tuner.adapters.llama_adapter import LlamaAdapterConfig, add_llama_adapter, 
 
 PLUGIN_GROUP = "vllm.general_plugins"
 PLUGIN_NAME = "tuner_llama_adapter"
-PLUGIN_TARGET = "tuner.vllm_plugin:register"
+PLUGIN_TARGET = "tuner.export.vllm_plugin:register"
 
 PROMPT_TEXTS = (
     "def add(a, b):\n    return",

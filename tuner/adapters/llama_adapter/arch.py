@@ -128,7 +128,7 @@ LAYOUTS: dict[str, AttentionLayout] = {
 }
 
 
-# Model types of exported adapter folders (tuner.adapters.llama_adapter.hf_model): the base family's
+# Model types of exported adapter folders (tuner.export.hf_model): the base family's
 # modules under their own type, so a folder can never load as the bare base model.
 EXPORTED_MODEL_TYPES: dict[str, str] = {
     "llama_adapter": "llama",

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from tuner.adapters.llama_adapter.config import GATE_TANH_PER_HEAD, LlamaAdapterConfig
-from tuner.adapters.llama_adapter.hf_model import adapter_config_of
+from tuner.export.hf_model import adapter_config_of
 from tuner.adapters.llama_adapter.model import ADAPTER_MODULE_NAME  # attribute holding a layer's prompt attention
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import torch
 from vllm.config import VllmConfig
 from vllm.model_executor.models.llama import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM
 
-from tuner.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
+from tuner.export.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
 
 
 class LlamaAdapterAttention(LlamaAttention):

@@ -33,7 +33,7 @@ from vllm.model_executor.models.utils import (
     maybe_prefix,
 )
 
-from tuner.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
+from tuner.export.vllm_plugin.prompt_attention import attach_prompt_attention, precompute_prompt_attention
 
 
 class GPTBigCodeAdapterAttention(nn.Module):

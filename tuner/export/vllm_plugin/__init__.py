@@ -4,7 +4,7 @@ vLLM calls `register()` in every process it starts (API server, engine core, wor
 tuner's package metadata lists it in the `vllm.general_plugins` entry-point group:
 
     [project.entry-points."vllm.general_plugins"]
-    tuner_llama_adapter = "tuner.vllm_plugin:register"
+    tuner_llama_adapter = "tuner.export.vllm_plugin:register"
 
 So once tuner is installed, `vllm serve DIR` and `vllm.LLM(DIR)` load an exported adapter folder
 with no extra flags. `register()` does two things:
@@ -20,10 +20,10 @@ Nothing here imports vLLM until `register()` runs, so `import tuner` never needs
 from __future__ import annotations
 
 ARCHITECTURES: dict[str, str] = {
-    "LlamaAdapterForCausalLM": "tuner.vllm_plugin.llama:LlamaAdapterForCausalLM",
+    "LlamaAdapterForCausalLM": "tuner.export.vllm_plugin.llama:LlamaAdapterForCausalLM",
     # Mistral checkpoints without a sliding window compute exactly what vLLM's Llama model does.
-    "MistralAdapterForCausalLM": "tuner.vllm_plugin.llama:LlamaAdapterForCausalLM",
-    "GPTBigCodeAdapterForCausalLM": "tuner.vllm_plugin.gpt_bigcode:GPTBigCodeAdapterForCausalLM",
+    "MistralAdapterForCausalLM": "tuner.export.vllm_plugin.llama:LlamaAdapterForCausalLM",
+    "GPTBigCodeAdapterForCausalLM": "tuner.export.vllm_plugin.gpt_bigcode:GPTBigCodeAdapterForCausalLM",
 }
 """Architecture name in an exported config.json -> the vLLM model class that serves it."""
 
@@ -32,7 +32,7 @@ def register() -> None:
     """vLLM general-plugin entry point; safe to call more than once per process."""
     from vllm import ModelRegistry
 
-    from tuner.adapters.llama_adapter.hf_model import register_auto_classes
+    from tuner.export.hf_model import register_auto_classes
 
     register_auto_classes()
     supported = set(ModelRegistry.get_supported_archs())

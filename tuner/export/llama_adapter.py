@@ -3,7 +3,7 @@
 A LLaMA-Adapter cannot be merged into the base weights (its gated prompt attention is a new term,
 not a weight change), so the folder holds the base weights and the adapter's prompts and gates
 under the model type and architecture of tuner's own classes (hf_model.py for transformers,
-tuner.vllm_plugin for vLLM). config.json keeps every field of the base config and adds a
+vllm_plugin/ for vLLM). config.json keeps every field of the base config and adds a
 `llama_adapter` section: the adapter config, the trained config, and the computation in words.
 
 What is changed on the way, and why:
@@ -28,10 +28,10 @@ import yaml
 
 from tuner.adapters.llama_adapter.checkpoint import CONFIG_NAME, METHOD, describe_adapter, load_llama_adapter
 from tuner.adapters.llama_adapter.config import LlamaAdapterConfig
-from tuner.adapters.llama_adapter.hf_model import EXPORT_CLASSES, EXPORT_SECTION
 from tuner.adapters.llama_adapter.model import CONFIG_ATTRIBUTE, unwrap_adapted
-from tuner.adapters.llama_adapter.v2 import BIAS_SCALE_NAME
-from tuner.export import ExportError
+from tuner.adapters.llama_adapter.bias_scale_norms import BIAS_SCALE_NAME
+from tuner.export.errors import ExportError
+from tuner.export.hf_model import EXPORT_CLASSES, EXPORT_SECTION
 
 logger = logging.getLogger(__name__)
 
