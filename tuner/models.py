@@ -1,7 +1,6 @@
-"""Loading the base model and tokenizer, and preparing the model for a training method.
+"""Loading the base model and tokenizer.
 
-Methods: `full` (every weight trains), `lora` and `qlora` (peft LoRA, on a bitsandbytes 4-bit base
-for QLoRA) and `llama_adapter` (tuner.adapters.llama_adapter).
+The training methods themselves (what trains beyond `full`) are in tuner.adapters.
 """
 
 from __future__ import annotations
@@ -46,12 +45,12 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, *, dtype: str, attn_implementation: str, method: str):
-    """Load the causal LM in the training dtype (4-bit NF4 base weights for qlora)."""
+def load_model(path: str, *, dtype: str, attn_implementation: str, quantized: bool = False):
+    """Load the causal LM in the training dtype (with 4-bit NF4 base weights when `quantized`, for QLoRA)."""
     from transformers import AutoModelForCausalLM
 
     kwargs = dict(dtype=TORCH_DTYPES[dtype], attn_implementation=attn_implementation)
-    if method == "qlora":
+    if quantized:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -63,21 +62,6 @@ def load_model(path: str, *, dtype: str, attn_implementation: str, method: str):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ConfigError(f"model.path: cannot load a model from {path!r}: {exc}") from None
-
-
-def apply_lora(model, *, r: int, alpha: float, dropout: float, target_modules, quantized: bool,
-               gradient_checkpointing: bool):
-    """Wrap the model with peft LoRA adapters (after preparing a 4-bit base for training)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, config)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -54,9 +54,23 @@ def test_dict_round_trip_and_unknown_keys():
 
 
 def test_registry_names_the_known_methods():
-    assert adapter_method("llama_adapter").config_class is LlamaAdapterConfig
-    with pytest.raises(ValueError, match="train.method 'lora_x' is not an adapter method; known: llama_adapter"):
+    assert adapter_method("llama_adapter").section == "llama_adapter"
+    assert adapter_method("qlora").section == "lora" and adapter_method("qlora").quantized_base
+    with pytest.raises(ValueError, match="train.method 'lora_x' is not an adapter method; known: lora, qlora, llama_adapter"):
         adapter_method("lora_x")
+
+
+def test_recipe_reads_the_llama_adapter_section_once_into_its_typed_config():
+    from tuner.config import ConfigError, from_dict
+    from tuner.recipes.args import RecipeConfig
+
+    base = {"model": {"path": "m"}, "data": {"path": "d"}, "train": {"method": "llama_adapter"}}
+    recipe = from_dict(RecipeConfig, {**base, "llama_adapter": {"adapter_len": 4, "adapter_layers": [1, 3]}})
+    assert recipe.llama_adapter == LlamaAdapterConfig(adapter_len=4, adapter_layers=(1, 3))
+    assert recipe.method_options() is recipe.llama_adapter
+    assert from_dict(RecipeConfig, base).llama_adapter == LlamaAdapterConfig()
+    with pytest.raises(ConfigError, match=r"^llama_adapter.adapter_len must be an integer >= 1 \(got 0\)$"):
+        from_dict(RecipeConfig, {**base, "llama_adapter": {"adapter_len": 0}})
 
 
 def test_alpaca_recipe_follows_the_paper():

@@ -7,13 +7,16 @@ is typed in YAML (`train.lr`), the value and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+from tuner.adapters import ADAPTER_METHODS
+from tuner.adapters.llama_adapter.config import LlamaAdapterConfig
+from tuner.adapters.lora import LoraArgs
 from tuner.config import ConfigError
 from tuner.diagnostics.config import DiagnosticsArgs
 
 DTYPES = ("bf16", "fp16", "fp32")
-METHODS = ("full", "lora", "qlora", "llama_adapter")
+METHODS = ("full", *ADAPTER_METHODS)
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -67,8 +70,9 @@ class DataArgs:
 class TrainArgs:
     output_dir: str = "runs/default"
     """Checkpoints, metrics.jsonl, tensorboard events, the loss plot and the final model go here."""
-    method: Literal["full", "lora", "qlora", "llama_adapter"] = "full"
-    """What trains: all weights, LoRA adapters (peft), LoRA on a 4-bit base (QLoRA), or LLaMA-Adapter."""
+    method: str = "full"
+    """What trains: all weights (`full`) or an adapter method of tuner.adapters.ADAPTER_METHODS: LoRA
+    adapters (`lora`, peft), LoRA on a 4-bit base (`qlora`), or LLaMA-Adapter (`llama_adapter`)."""
     epochs: float = 1.0
     """Passes over the data (fractions allowed); ignored when `max_steps` is set."""
     max_steps: int | None = None
@@ -111,6 +115,8 @@ class TrainArgs:
     """How often to write metrics.jsonl and tensorboard."""
 
     def __post_init__(self) -> None:
+        _check(self.method in METHODS, "train.method",
+               f"must be one of {', '.join(map(repr, METHODS))}, got {self.method!r}")
         _check(self.epochs > 0, "train.epochs", f"must be positive, got {self.epochs}")
         _check(self.max_steps is None or self.max_steps > 0, "train.max_steps", "must be positive")
         _check(self.micro_batch_size > 0, "train.micro_batch_size", "must be positive")
@@ -132,21 +138,6 @@ class TrainArgs:
 
 
 @dataclass
-class LoraArgs:
-    r: int = 16
-    """LoRA rank."""
-    alpha: float = 32.0
-    """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
-    """Module names to adapt, or `all-linear`."""
-
-    def __post_init__(self) -> None:
-        _check(self.r > 0, "lora.r", f"must be positive, got {self.r}")
-        _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
-
-
-@dataclass
 class DeepSpeedArgs:
     config: str | None = None
     """A DeepSpeed JSON config (ZeRO stage, offload, communication), e.g. launch/deepspeed/zero3.json;
@@ -161,9 +152,9 @@ class RecipeConfig:
     data: DataArgs
     train: TrainArgs = field(default_factory=TrainArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
-    llama_adapter: dict[str, Any] = field(default_factory=dict)
-    """Options of `tuner.adapters.llama_adapter.LlamaAdapterConfig` (validated there): adapter_len,
-    adapter_layers, gate, multimodal and V2 switches."""
+    llama_adapter: LlamaAdapterConfig | None = None
+    """LLaMA-Adapter options (tuner.adapters.llama_adapter.LlamaAdapterConfig): adapter_len,
+    adapter_layers, gate, multimodal and V2 switches; defaults when train.method is llama_adapter."""
     deepspeed: DeepSpeedArgs = field(default_factory=DeepSpeedArgs)
     diagnostics: DiagnosticsArgs = field(default_factory=DiagnosticsArgs)
     """Training diagnostics (the gradient-health monitor); see tuner.diagnostics.config."""
@@ -171,13 +162,14 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.train.method == "qlora":
             _check(self.model.dtype != "fp16", "model.dtype", "qlora computes in bf16 or fp32")
-        if self.llama_adapter and self.train.method != "llama_adapter":
+        if self.llama_adapter is not None and self.train.method != "llama_adapter":
             raise ConfigError("llama_adapter: options given but train.method is "
                               f"{self.train.method!r}; set train.method: llama_adapter")
-        if self.train.method == "llama_adapter":
-            from tuner.adapters import adapter_method
+        if self.train.method == "llama_adapter" and self.llama_adapter is None:
+            self.llama_adapter = LlamaAdapterConfig()
 
-            try:  # validated here so a bad option fails before any model is loaded
-                adapter_method("llama_adapter").config_class.from_dict(self.llama_adapter)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+    def method_options(self):
+        """The options section of `train.method` (None for full fine-tuning)."""
+        if self.train.method == "full":
+            return None
+        return getattr(self, ADAPTER_METHODS[self.train.method].section)

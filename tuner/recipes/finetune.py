@@ -18,14 +18,13 @@ import torch
 import yaml
 
 from tuner import checkpoint as ckpt
-from tuner import distributed as dist
-from tuner.adapters import ADAPTER_METHODS, adapter_method
+from tuner import engine as ds
+from tuner.adapters import adapter_method
 from tuner.config import ConfigError, to_dict
 from tuner.data.batching import StepPlan, attention_inputs, collate, token_losses
 from tuner.data.examples import Example, load_examples
 from tuner.metrics import MetricsLogger, plot_loss
-from tuner.models import (TORCH_DTYPES, apply_lora, count_parameters, load_model, load_tokenizer,
-                          resolve_attn_implementation)
+from tuner.models import TORCH_DTYPES, count_parameters, load_model, load_tokenizer, resolve_attn_implementation
 from tuner.recipes.args import RecipeConfig
 
 logger = logging.getLogger("tuner.train")
@@ -36,14 +35,13 @@ class Runtime:
     """What `setup` builds and `fit` uses."""
 
     config: RecipeConfig
-    dist: dist.DistInfo
+    dist: ds.DistInfo
     output_dir: Path
     tokenizer: object
     examples: list[Example]
     plan: StepPlan
     engine: object
     attn_implementation: str
-    peak_lr: float
     start_step: int
     plan_fingerprint: str
 
@@ -51,7 +49,7 @@ class Runtime:
 # --- setup ----------------------------------------------------------------------------------------
 
 
-def _log(info: dist.DistInfo, message: str, *args) -> None:
+def _log(info: ds.DistInfo, message: str, *args) -> None:
     if info.is_main:
         logger.info(message, *args)
 
@@ -79,7 +77,7 @@ def prepare_model(config: RecipeConfig, tokenizer, attn_implementation: str):
     """Load the base model and make the parameters of `train.method` the trainable ones."""
     method, model_args = config.train.method, config.model
     model = load_model(model_args.path, dtype=model_args.dtype, attn_implementation=attn_implementation,
-                       method=method)
+                       quantized=method != "full" and adapter_method(method).quantized_base)
     if tokenizer.needs_resize:
         if method != "full":
             raise ConfigError(f"model.path: the tokenizer has no pad token distinct from EOS; train.method "
@@ -87,25 +85,15 @@ def prepare_model(config: RecipeConfig, tokenizer, attn_implementation: str):
         model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    if method in ADAPTER_METHODS:
-        adapter = adapter_method(method)
-        # already validated by RecipeConfig, which turns a bad option into a ConfigError
-        model = adapter.add(model, adapter.config_class.from_dict(getattr(config, method)))
+    if method == "full":
         if model_args.gradient_checkpointing:
-            adapter.enable_gradient_checkpointing(model)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
-    if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if method in ("lora", "qlora"):
-        lora = config.lora
-        model = apply_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-                           target_modules=lora.target_modules, quantized=method == "qlora",
-                           gradient_checkpointing=model_args.gradient_checkpointing)
-    return model
+    return adapter_method(method).add(model, config.method_options(), model_args.gradient_checkpointing)
 
 
 def setup(config: RecipeConfig) -> Runtime:
-    info = dist.init_distributed()
+    info = ds.init_distributed()
     torch.manual_seed(config.train.seed)
     output_dir = Path(config.train.output_dir)
     if info.is_main:
@@ -129,14 +117,14 @@ def setup(config: RecipeConfig) -> Runtime:
     if info.is_main:
         (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
-    ds_raw = dist.load_deepspeed_config(config.deepspeed.config)
-    ds_config = dist.resolve_deepspeed_config(
+    ds_raw = ds.load_deepspeed_config(config.deepspeed.config)
+    ds_config = ds.resolve_deepspeed_config(
         ds_raw, micro_batch_size=train.micro_batch_size, accumulation=train.gradient_accumulation_steps,
         world_size=info.world_size, max_grad_norm=train.max_grad_norm, dtype=config.model.dtype,
         source=config.deepspeed.config or "deepspeed.config")
     attn = resolve_attn_implementation(config.model.attn_implementation)
     keep_alive = None
-    if dist.zero_stage(ds_config) == 3 and train.method == "full":
+    if ds.zero_stage(ds_config) == 3 and train.method == "full":
         # Tells from_pretrained to load straight into ZeRO-3 partitions (no full copy per rank).
         from transformers.integrations import HfDeepSpeedConfig
 
@@ -148,8 +136,8 @@ def setup(config: RecipeConfig) -> Runtime:
 
     global_batch = plan.rows_per_step
     peak_lr = train.lr * (global_batch / train.lr_base_batch_size if train.lr_scaling == "linear" else 1.0)
-    lr_lambda = dist.warmup_cosine(warmup_steps(config, plan), plan.total_steps, train.min_lr / train.lr)
-    engine = dist.build_engine(model, ds_config, lr=peak_lr, betas=train.adam_betas, eps=train.adam_eps,
+    lr_lambda = ds.warmup_cosine(warmup_steps(config, plan), plan.total_steps, train.min_lr / train.lr)
+    engine = ds.build_engine(model, ds_config, lr=peak_lr, betas=train.adam_betas, eps=train.adam_eps,
                                weight_decay=train.weight_decay, lr_lambda=lr_lambda)
     del keep_alive
 
@@ -162,7 +150,7 @@ def setup(config: RecipeConfig) -> Runtime:
                               "use a new train.output_dir or train.resume=never")
         start_step = progress.step
         _log(info, "resumed from %s at step %d", resume_from, start_step)
-    return Runtime(config, info, output_dir, tokenizer, examples, plan, engine, attn, peak_lr, start_step,
+    return Runtime(config, info, output_dir, tokenizer, examples, plan, engine, attn, start_step,
                    fingerprint)
 
 
@@ -193,7 +181,7 @@ def micro_batch_loss(model, batch: dict, attn_implementation: str, dtype: torch.
     the *whole* optimizer step, so the micro-batch shares add up to the mean over the step's
     response tokens however they are split across micro-batches and ranks.
     """
-    device = dist.device()
+    device = ds.device()
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     inputs = attention_inputs(batch, attn_implementation, dtype)  # masks are built on the device
     outputs = model(input_ids=batch["input_ids"], **inputs, use_cache=False)
@@ -248,7 +236,7 @@ def fit(rt: Runtime) -> None:
             tokens += batch["num_tokens"]
         if grad_monitor is not None:
             grad_monitor.on_step_end(step + 1)
-        loss_sum, tokens = dist.all_reduce_sum([float(loss_sum), tokens])
+        loss_sum, tokens = ds.all_reduce_sum([float(loss_sum), tokens])
         elapsed = time.perf_counter() - started
         done = step + 1
         loss = loss_sum / work.step_loss_tokens
@@ -281,18 +269,17 @@ def save_final(rt: Runtime) -> Path:
     out = rt.output_dir / "final"
     method = rt.config.train.method
     model = rt.engine.module
-    if method in ADAPTER_METHODS:
-        adapter_method(method).save(model, out)  # collective under ZeRO-3; rank 0 writes
-    else:
-        state_dict = dist.full_state_dict(rt.engine)
+    if method == "full":
+        state_dict = ds.full_state_dict(rt.engine)
         if rt.dist.is_main:
-            if method == "full":
-                model.config.use_cache = True
+            model.config.use_cache = True
             model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+    else:
+        adapter_method(method).save(model, out)  # collective under ZeRO-3; rank 0 writes
     if rt.dist.is_main:
         rt.tokenizer.save_pretrained(out)
         (out / "training_config.yaml").write_text(yaml.safe_dump(to_dict(rt.config), sort_keys=False))
-    dist.barrier()
+    ds.barrier()
     return out
 
 

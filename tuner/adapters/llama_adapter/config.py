@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuner.config import ConfigError
+
 GATE_TANH_PER_HEAD = "tanh_per_head"
 GATE_SCALAR = "scalar"
 GATE_MODES = (GATE_TANH_PER_HEAD, GATE_SCALAR)
@@ -18,7 +20,7 @@ GATE_MODES = (GATE_TANH_PER_HEAD, GATE_SCALAR)
 _SECTION = "llama_adapter"
 
 
-class LlamaAdapterConfigError(ValueError):
+class LlamaAdapterConfigError(ConfigError):
     """A `LlamaAdapterConfig` field holds a value the method cannot use."""
 
 
