@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tuner.adapters.llama_adapter import multimodal, v2
+from tuner.adapters.llama_adapter import bias_scale_norms, multimodal
 from tuner.adapters.llama_adapter.arch import (
     AttentionLayout,
     decoder_layers,
@@ -73,7 +73,7 @@ def add_llama_adapter(
         param.requires_grad_(False)
 
     if config.bias_tuning:  # first, so the query capture below sees the tuned q projection
-        v2.add_bias_scale(layers)
+        bias_scale_norms.add_bias_scale(layers)
     if config.multimodal:
         _add_vision(model, config, vision_model)
 
@@ -97,7 +97,7 @@ def add_llama_adapter(
             attention.register_forward_pre_hook(multimodal.drop_image_feature_hook, with_kwargs=True)
 
     if config.unfreeze_norms:
-        v2.unfreeze_norms(model, skip=getattr(model, multimodal.VISION_MODULE_NAME, None))
+        bias_scale_norms.unfreeze_norms(model, skip=getattr(model, multimodal.VISION_MODULE_NAME, None))
 
     setattr(model, CONFIG_ATTRIBUTE, config)
     setattr(model, PARAM_NAMES_ATTRIBUTE, tuple(n for n, p in model.named_parameters() if p.requires_grad))
