@@ -40,7 +40,7 @@ def test_valid_recipe_and_overrides(tmp_path):
     (BASE, ["model.dtype=fp8"], r"model.dtype: must be one of 'bf16', 'fp16', 'fp32'"),
     (BASE, ["llama_adapter.adapter_len=4"], r"llama_adapter: options given but train.method is 'full'"),
     (BASE, ["train.method=llama_adapter", "llama_adapter.adapter_len=0"], r"llama_adapter.adapter_len must be"),
-    (BASE, ["train.method=llama_adapter", "llama_adapter.prompt_len=4"], r"unknown llama_adapter field"),
+    (BASE, ["train.method=llama_adapter", "llama_adapter.prompt_len=4"], r"llama_adapter.prompt_len: unknown key \(known keys of llama_adapter:"),
 ])
 def test_bad_recipes_fail_naming_the_key(tmp_path, text, overrides, message):
     with pytest.raises(ConfigError, match=message):
