@@ -22,6 +22,12 @@ def token_batch(vocab_size: int) -> torch.Tensor:
     return torch.randint(10, vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
+def same_logits(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to fp32 rounding: with 2 threads, oneDNN may split a matmul differently for weights
+    loaded from a file than for the same values built in memory (bit-equal with 1 thread)."""
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
 def load_exported(folder):
     return AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)
 
@@ -34,7 +40,7 @@ def test_exported_folder_loads_as_the_adapted_model_with_identical_logits(case_n
     ids = token_batch(base.config.vocab_size)
     with torch.no_grad():
         logits = exported(ids).logits
-        assert torch.equal(logits, case.model(ids).logits)
+        same_logits(logits, case.model(ids).logits)
         assert (logits - base(ids).logits).abs().max() > 0.05  # the adapter is really there
 
 
@@ -44,7 +50,7 @@ def test_mistral_exports_too(tiny_model_dirs, tiny_tokenizer, tmp_path):
     out = export_adapted_model(model, tiny_tokenizer, tmp_path / "out", torch.float32)
     ids = token_batch(model.config.vocab_size)
     with torch.no_grad():
-        assert torch.equal(load_exported(out)(ids).logits, model(ids).logits)
+        same_logits(load_exported(out)(ids).logits, model(ids).logits)
     assert json.loads((out / "config.json").read_text())["architectures"] == ["MistralAdapterForCausalLM"]
 
 
@@ -110,7 +116,7 @@ def test_registered_auto_classes_load_without_trust_remote_code(llama_case):
     assert type(model) is LlamaAdapterForCausalLM
     ids = token_batch(model.config.vocab_size)
     with torch.no_grad():
-        assert torch.equal(model(ids).logits, llama_case.model(ids).logits)
+        same_logits(model(ids).logits, llama_case.model(ids).logits)
 
 
 def test_adapter_folder_export_finds_its_base_model_or_asks_for_it(tiny_llama_dir, tiny_tokenizer, tmp_path):
@@ -123,7 +129,7 @@ def test_adapter_folder_export_finds_its_base_model_or_asks_for_it(tiny_llama_di
 
     recorded = export_adapter_folder(adapter_dir, tmp_path / "recorded", torch.float32)  # base_model.name_or_path
     with torch.no_grad():
-        assert torch.equal(load_exported(recorded)(ids).logits, expected)
+        same_logits(load_exported(recorded)(ids).logits, expected)
     assert (recorded / "tokenizer_config.json").is_file()  # taken from the base when the adapter has none
 
     saved = json.loads((adapter_dir / "adapter_config.json").read_text())
