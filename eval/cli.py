@@ -8,7 +8,7 @@
     tuner-eval run ... = generate, then evaluate DIR/samples.jsonl into DIR/results.json
 
 Tasks: humaneval, humaneval+, mbpp, mbpp+, ds1000, scienceqa, coco-caption. `--dataset` overrides
-the data file (otherwise it is downloaded once into the cache, see eval.data.download).
+the data file (otherwise it is downloaded once into the cache, see tuner_eval.data.download).
 
 Results JSON: {"task", "pass@k": {"pass@1": x, ...}, "per_task": {TASK_ID: {"n", "correct",
 "verdicts": ["pass"|"fail"|"timeout"|"error"|"skipped", ...]}}, "dataset", "sandbox", ...};
@@ -23,8 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
-from eval.data.download import DownloadError
-from eval.jsonl import InputError
+from tuner_eval.data.download import DownloadError
+from tuner_eval.jsonl import InputError
 
 log = logging.getLogger("tuner-eval")
 
@@ -40,7 +40,7 @@ def _ks(text: str) -> list[int]:
 
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
-    from eval.tasks import TASKS
+    from tuner_eval.tasks import TASKS
 
     parser.add_argument("--task", required=True, choices=list(TASKS))
     parser.add_argument("--dataset", type=Path, help="data file to use instead of the cached download")
@@ -114,8 +114,8 @@ def _generator(args: argparse.Namespace):
 
 
 def do_generate(args: argparse.Namespace) -> tuple[int, Path]:
-    from eval.generate import extract_samples, generate_raw
-    from eval.tasks import get_task
+    from tuner_eval.generate import extract_samples, generate_raw
+    from tuner_eval.tasks import get_task
     from tuner.generation import SamplingConfig
 
     task = get_task(args.task)
@@ -142,9 +142,9 @@ def do_generate(args: argparse.Namespace) -> tuple[int, Path]:
 
 
 def do_evaluate(args: argparse.Namespace, samples: Path, out: Path | None) -> int:
-    from eval.evaluate import evaluate
-    from eval.sandbox import SandboxConfig
-    from eval.score import summary_table
+    from tuner_eval.evaluate import evaluate
+    from tuner_eval.sandbox import SandboxConfig
+    from tuner_eval.score import summary_table
 
     config = SandboxConfig(strict=args.strict_sandbox)
     if args.workers:

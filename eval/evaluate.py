@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from eval.execute import execute_samples
-from eval.jsonl import read_json, write_json
-from eval.samples import read_samples
-from eval.sandbox import Sandbox, SandboxConfig
-from eval.score import DEFAULT_K, caption_results, choice_results, code_results
-from eval.tasks import CodeTask, get_task
+from tuner_eval.execute import execute_samples
+from tuner_eval.jsonl import read_json, write_json
+from tuner_eval.samples import read_samples
+from tuner_eval.sandbox import Sandbox, SandboxConfig
+from tuner_eval.score import DEFAULT_K, caption_results, choice_results, code_results
+from tuner_eval.tasks import CodeTask, get_task
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def default_results_path(samples: Path) -> Path:
 def evaluate(task_name: str, samples_path: Path, dataset_path: Path | None = None, ks: Sequence[int] = DEFAULT_K,
              out_path: Path | None = None, sandbox_config: SandboxConfig | None = None,
              cache: Path | None = None, show_progress: bool = True) -> dict:
-    """Score a samples file and write the results JSON (see the module docstring of eval.cli).
+    """Score a samples file and write the results JSON (see the module docstring of tuner_eval.cli).
 
     Verdicts go to `<results>.verdicts.jsonl` as they arrive; a rerun resumes from it.
     """

@@ -13,12 +13,12 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from eval.data import Dataset
-from eval.data.download import cache_dir
-from eval.jsonl import JsonlAppender, read_jsonl
-from eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
-from eval.samples import Sample
-from eval.tasks import Check, CodeTask
+from tuner_eval.data import Dataset
+from tuner_eval.data.download import cache_dir
+from tuner_eval.jsonl import JsonlAppender, read_jsonl
+from tuner_eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
+from tuner_eval.samples import Sample
+from tuner_eval.tasks import Check, CodeTask
 
 log = logging.getLogger(__name__)
 

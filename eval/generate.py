@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eval.data import Dataset, Problem
-from eval.jsonl import InputError, JsonlAppender, read_json, read_jsonl, write_json
-from eval.prompts import chat_messages, instruct_prompt
-from eval.tasks import Task
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.jsonl import InputError, JsonlAppender, read_json, read_jsonl, write_json
+from tuner_eval.prompts import chat_messages, instruct_prompt
+from tuner_eval.tasks import Task
 from tuner.generation import GenerationResult, Generator, SamplingConfig
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.data import Dataset
-from eval.jsonl import InputError, read_jsonl
-from eval.tasks import Task
+from tuner_eval.data import Dataset
+from tuner_eval.jsonl import InputError, read_jsonl
+from tuner_eval.tasks import Task
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The seven tasks: how each loads, prompts, extracts and is checked.
 
 Code tasks turn a sample into a program and a `Check` (what the sandbox must run to judge it);
-choice and caption tasks are scored without execution (`eval.score`).
+choice and caption tasks are scored without execution (`tuner_eval.score`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from eval.data import Dataset, Problem
-from eval.data import coco, ds1000, humaneval, mbpp, scienceqa
-from eval.extract import clean_caption, defines, extract_code, header_imports, truncate
-from eval.jsonl import InputError
-from eval.prompts import INSTRUCT_STOPS
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data import coco, ds1000, humaneval, mbpp, scienceqa
+from tuner_eval.extract import clean_caption, defines, extract_code, header_imports, truncate
+from tuner_eval.jsonl import InputError
+from tuner_eval.prompts import INSTRUCT_STOPS
 
 
 @dataclass
@@ -105,7 +105,7 @@ class _EvalPlus(CodeTask):
         raise NotImplementedError
 
     def reference_spec(self, problem: Problem) -> dict:
-        from eval.sandbox.codec import dumps, encode
+        from tuner_eval.sandbox.codec import dumps, encode
 
         record = problem.record
         return {"task_id": problem.task_id, "reference": self.reference_program(problem),
@@ -114,7 +114,7 @@ class _EvalPlus(CodeTask):
                            {"name": "plus", "inputs": dumps(encode(record["plus_input"]))}]}
 
     def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
-        from eval.sandbox.codec import dumps, encode
+        from tuner_eval.sandbox.codec import dumps, encode
 
         if reference_outputs is None:
             raise ValueError(f"{problem.task_id}: reference outputs are required")

@@ -58,10 +58,10 @@ def test_vllm_samples_n_per_prompt_and_reports_results_as_they_finish(vllm_gener
 
 
 def test_harness_generates_with_vllm_and_matches_hf_samples(vllm_generator, tiny_llama_dir, tmp_path):
-    from eval.evaluate import evaluate
-    from eval.generate import extract_samples, generate_raw
-    from eval.sandbox import SandboxConfig
-    from eval.tasks import get_task
+    from tuner_eval.evaluate import evaluate
+    from tuner_eval.generate import extract_samples, generate_raw
+    from tuner_eval.sandbox import SandboxConfig
+    from tuner_eval.tasks import get_task
 
     task = get_task("humaneval")
     dataset = task.load(None)

@@ -11,9 +11,9 @@ import ast
 import importlib.util
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import DS1000, fetch, sha256_file
-from eval.jsonl import InputError, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import DS1000, fetch, sha256_file
+from tuner_eval.jsonl import InputError, read_jsonl
 
 STOP = ["</code>", "# SOLUTION END"]
 

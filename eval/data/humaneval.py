@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import HUMANEVAL_PLUS, fetch, sha256_file
-from eval.jsonl import InputError, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import HUMANEVAL_PLUS, fetch, sha256_file
+from tuner_eval.jsonl import InputError, read_jsonl
 
 INSTRUCTION = "Create a Python script for this problem:\n{prompt}"
 """WizardCoder's HumanEval instruction."""

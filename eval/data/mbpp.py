@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import MBPP, MBPP_PLUS, fetch, sha256_file
-from eval.jsonl import InputError, read_json, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import MBPP, MBPP_PLUS, fetch, sha256_file
+from tuner_eval.jsonl import InputError, read_json, read_jsonl
 
 TEST_IDS = range(11, 511)
 FEW_SHOT_IDS = (2, 3, 4)

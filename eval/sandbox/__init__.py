@@ -1,6 +1,6 @@
-"""Isolated execution of untrusted programs (see `eval.sandbox.runner` for the design and limits)."""
+"""Isolated execution of untrusted programs (see `tuner_eval.sandbox.runner` for the design and limits)."""
 
-from eval.sandbox.runner import (
+from tuner_eval.sandbox.runner import (
     ERROR,
     FAIL,
     PASS,

@@ -29,8 +29,8 @@ import time
 # is most of the cost of a sandboxed run. The judge imports the rest lazily.
 
 try:  # imported as a module (tests, tools); in the sandbox these names come first in the source
-    from eval.sandbox.codec import DecodeError, Digest, decode, digest, dumps, encode, exactly_comparable, loads
-    from eval.sandbox.isolation import enter_network_namespace, lock_down
+    from tuner_eval.sandbox.codec import DecodeError, Digest, decode, digest, dumps, encode, exactly_comparable, loads
+    from tuner_eval.sandbox.isolation import enter_network_namespace, lock_down
 except ImportError:
     pass
 

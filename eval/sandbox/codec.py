@@ -6,7 +6,7 @@ complex, str, bytes, list, tuple, set, frozenset, dict, or `Opaque` (a stand-in 
 equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
 value, or a generator cannot reach a comparison in the judge.
 
-This file is also sent as source into the sandboxed interpreters (see `eval.sandbox.runner`): it
+This file is also sent as source into the sandboxed interpreters (see `tuner_eval.sandbox.runner`): it
 must stay self-contained, standard-library only, and free of `from __future__` imports.
 """
 

@@ -6,7 +6,7 @@ runs a program and holds nothing of the harness, or (`launcher="exec"`) started 
 `subprocess` directly. It gets a fixed minimal environment that holds no value from the
 harness's environment (`HOME`/`TMPDIR` point at its own working directory; thread counts are
 pinned to 1), its own throwaway working directory (a private tmpfs) and its own process group,
-and locks itself down with the layers of `eval.sandbox.isolation` before it receives the program.
+and locks itself down with the layers of `tuner_eval.sandbox.isolation` before it receives the program.
 Programs run in parallel, `SandboxConfig.workers` at a time.
 
 How a verdict is reached (judged mode: HumanEval, HumanEval+, MBPP, MBPP+):
@@ -312,7 +312,7 @@ class Sandbox:
     # -- judged runs ---------------------------------------------------------------------------
 
     def judge(self, spec: dict, program: str, budget_s: float) -> Verdict:
-        """Run `program` against the judge `spec` (see `eval.sandbox.child`).
+        """Run `program` against the judge `spec` (see `tuner_eval.sandbox.child`).
 
         Args:
             spec: kind, reference, and the kind's fields (test, proxied, groups, ...), with

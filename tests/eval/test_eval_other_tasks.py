@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from eval.evaluate import evaluate
-from eval.jsonl import InputError
-from eval.sandbox import SandboxConfig
-from eval.tasks import get_task
+from tuner_eval.evaluate import evaluate
+from tuner_eval.jsonl import InputError
+from tuner_eval.sandbox import SandboxConfig
+from tuner_eval.tasks import get_task
 
 from eval_helpers import write_samples
 
@@ -39,7 +39,7 @@ def test_scienceqa_accuracy_overall_and_by_subject_context_and_grade(fixtures, t
 
 def test_scienceqa_split_names_are_checked(fixtures, tmp_path):
     with pytest.raises(InputError, match="no split `dev`"):
-        from eval.data.scienceqa import load_scienceqa
+        from tuner_eval.data.scienceqa import load_scienceqa
 
         load_scienceqa(fixtures / "scienceqa" / "problems.json", split="dev")
 

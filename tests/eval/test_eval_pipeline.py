@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from eval.evaluate import evaluate
-from eval.generate import RAW_FILE, extract_samples, generate_raw
-from eval.jsonl import InputError
-from eval.sandbox import SandboxConfig
-from eval.tasks import get_task
+from tuner_eval.evaluate import evaluate
+from tuner_eval.generate import RAW_FILE, extract_samples, generate_raw
+from tuner_eval.jsonl import InputError
+from tuner_eval.sandbox import SandboxConfig
+from tuner_eval.tasks import get_task
 from tuner.generation import SamplingConfig, make_generator
 
 from eval_helpers import write_samples
@@ -25,7 +25,7 @@ ADD = "HumanEval/53"  # def add(x: int, y: int)
 
 def tuner_eval(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "eval.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "tuner_eval.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600)
 
 
@@ -131,7 +131,7 @@ def test_tuner_eval_run_end_to_end_with_the_hf_backend(tiny_llama_dir, tmp_path)
 def test_unreachable_data_gives_a_one_line_error(tmp_path):
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "11", "solution": "x = 1\n"}])
     env_cache = {"TUNER_EVAL_CACHE": str(tmp_path / "empty-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "-m", "eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
+    result = subprocess.run([sys.executable, "-m", "tuner_eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO), **env_cache})
     assert result.returncode == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.sandbox import ERROR, FAIL, PASS, TIMEOUT, Limits, Sandbox, SandboxConfig
+from tuner_eval.sandbox import ERROR, FAIL, PASS, TIMEOUT, Limits, Sandbox, SandboxConfig
 
 REFERENCE = "def attempt():\n    return 'blocked'\n"
 CHECK = "def check(candidate):\n    assert candidate() == 'blocked'\n"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.data.download import MBPP, DownloadError, fetch, sha256_file
+from tuner_eval.data.download import MBPP, DownloadError, fetch, sha256_file
 from tuner.evol.jsonio import InputError, iter_json_records
 
 # Fields read from a `--decontaminate` file, in the order they are looked for.
