@@ -77,6 +77,12 @@ def _add_evaluate_args(parser: argparse.ArgumentParser, samples: bool) -> None:
     parser.add_argument("--workers", type=int, help="programs run at once (default: CPU count)")
     parser.add_argument("--strict-sandbox", action="store_true",
                         help="refuse to run when an isolation layer is unavailable on this machine")
+    limits = parser.add_argument_group("HumanEval+/MBPP+ time limits (default: evalplus's; larger values are looser)")
+    limits.add_argument("--min-time-limit", type=float, help="seconds each input may take at least (evalplus: 1.0)")
+    limits.add_argument("--gt-time-limit-factor", type=float,
+                        help="each input may take this many times the reference solution's time (evalplus: 4.0)")
+    limits.add_argument("--task-time-cap", type=float,
+                        help="cap in seconds on the base or plus inputs' summed limits (evalplus: 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +147,20 @@ def do_generate(args: argparse.Namespace) -> tuple[int, Path]:
     return 0, samples
 
 
+def _time_limits(args: argparse.Namespace):
+    """evalplus's time limits with the options given on the command line, or None for its defaults."""
+    from tuner_eval.tasks import TimeLimits
+
+    given = {field: value for field, value in (("min_s", args.min_time_limit), ("factor", args.gt_time_limit_factor),
+                                               ("task_cap_s", args.task_time_cap)) if value is not None}
+    if not given:
+        return None
+    try:
+        return TimeLimits(**given)
+    except ValueError as exc:
+        raise InputError(f"--min-time-limit/--gt-time-limit-factor/--task-time-cap: {exc}") from None
+
+
 def do_evaluate(args: argparse.Namespace, samples: Path, out: Path | None) -> int:
     from tuner_eval.evaluate import evaluate
     from tuner_eval.sandbox import SandboxConfig
@@ -149,7 +169,7 @@ def do_evaluate(args: argparse.Namespace, samples: Path, out: Path | None) -> in
     config = SandboxConfig(strict=args.strict_sandbox)
     if args.workers:
         config.workers = args.workers
-    results = evaluate(args.task, samples, args.dataset, args.k, out, config)
+    results = evaluate(args.task, samples, args.dataset, args.k, out, config, time_limits=_time_limits(args))
     print(summary_table(results))
     print(f"results -> {results['results_file']}")
     return 0

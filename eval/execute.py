@@ -35,7 +35,7 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
                       cache: Path | None = None) -> dict[str, dict]:
     """evalplus's ground truth: outputs and run times of each reference solution, computed once in
     the sandbox and cached by data-set hash (the cache is plain JSON, never pickle)."""
-    folder = (cache or cache_dir()) / "reference_outputs" / f"v4-{task.name}-{dataset.sha256[:16]}"
+    folder = (cache or cache_dir()) / "reference_outputs" / f"v5-{task.name}-{dataset.sha256[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     outputs, todo = {}, []
     for task_id in task_ids:

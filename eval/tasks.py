@@ -89,14 +89,52 @@ class HumanEval(CodeTask):
         return Check("judge", spec, self.timeout_s)
 
 
+@dataclass(frozen=True)
+class TimeLimits:
+    """evalplus's time limits for HumanEval+/MBPP+ (the defaults are evalplus 0.3.1's).
+
+    Each input may run for max(`min_s`, `factor` x the reference solution's time on it), on the
+    wall clock; an input over its limit fails its group. Each group (base, plus) may run for
+    min(`task_cap_s`, the sum of its inputs' limits) + 2 s in all, else it is a timeout (evalplus's
+    `untrusted_check`: the process deadline min(EVALPLUS_TIMEOUT_PER_TASK, sum) + 1 s, joined one
+    second later). Larger values are a looser policy, only when asked for (`tuner-eval
+    --min-time-limit/--gt-time-limit-factor/--task-time-cap`, evalplus's own option names).
+    """
+
+    min_s: float = 1.0
+    """evalplus's DEFAULT_MIN_TIME_LIMIT."""
+    factor: float = 4.0
+    """evalplus's DEFAULT_GT_TIME_LIMIT_FACTOR."""
+    task_cap_s: float = 60.0
+    """evalplus's EVALPLUS_TIMEOUT_PER_TASK default."""
+
+    GROUP_SLACK_S: ClassVar[float] = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_s", "factor", "task_cap_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"time limit `{name}` must be > 0, got {getattr(self, name)}")
+
+    def per_input(self, reference_times: list[float]) -> list[float]:
+        return [max(self.min_s, self.factor * t) for t in reference_times]
+
+    def group_budget(self, limits: list[float]) -> float:
+        return min(self.task_cap_s, sum(limits)) + self.GROUP_SLACK_S
+
+
+def _oracle_source() -> str:
+    return (Path(__file__).parent / "evalplus_oracle.py").read_text(encoding="utf-8")
+
+
 class _EvalPlus(CodeTask):
-    """evalplus's differential testing: base inputs, then plus inputs, compared with the reference
-    solution's outputs with the task's tolerance; per-input time limit max(1 s, 4 x reference)."""
+    """evalplus's differential testing: base inputs, then plus inputs, each output compared with
+    the reference solution's by evalplus's rules (`tuner_eval.evalplus_oracle`, which runs in the
+    judge), under evalplus's time limits (`TimeLimits`)."""
 
     dataset_family: ClassVar[str]
-    min_time_limit_s: ClassVar[float] = 1.0
-    time_limit_factor: ClassVar[float] = 4.0
-    max_budget_s: ClassVar[float] = 60.0
+
+    def __init__(self, time_limits: TimeLimits | None = None) -> None:
+        self.time_limits = time_limits or TimeLimits()
 
     def needs_reference_outputs(self) -> bool:
         return True
@@ -104,12 +142,17 @@ class _EvalPlus(CodeTask):
     def reference_program(self, problem: Problem) -> str:
         raise NotImplementedError
 
+    def _oracle_spec(self, problem: Problem) -> dict:
+        return {"reference": self.reference_program(problem), "entry_point": problem.entry_point,
+                "oracle": _oracle_source(),
+                "oracle_args": {"dataset": self.dataset_family, "entry_point": problem.entry_point,
+                                "atol": problem.record["atol"]}}
+
     def reference_spec(self, problem: Problem) -> dict:
         from tuner_eval.sandbox.codec import dumps, encode
 
         record = problem.record
-        return {"task_id": problem.task_id, "reference": self.reference_program(problem),
-                "entry_point": problem.entry_point, "dataset": self.dataset_family,
+        return {"task_id": problem.task_id, **self._oracle_spec(problem),
                 "groups": [{"name": "base", "inputs": dumps(encode(record["base_input"]))},
                            {"name": "plus", "inputs": dumps(encode(record["plus_input"]))}]}
 
@@ -121,14 +164,13 @@ class _EvalPlus(CodeTask):
         groups, budget = [], 0.0
         by_name = {g["name"]: g for g in reference_outputs["groups"]}
         for name in ("base", "plus"):
-            limits = [max(self.min_time_limit_s, self.time_limit_factor * t) for t in by_name[name]["times"]]
-            budget += sum(limits)
+            limits = self.time_limits.per_input(by_name[name]["times"])
+            group_budget = self.time_limits.group_budget(limits)
+            budget += group_budget
             groups.append({"name": name, "inputs": dumps(encode(problem.record[f"{name}_input"])),
-                           "expected": by_name[name]["expected"], "time_limits": limits})
-        spec = {"kind": "differential", "reference": self.reference_program(problem),
-                "entry_point": problem.entry_point, "dataset": self.dataset_family,
-                "atol": problem.record["atol"], "groups": groups, "load_s": self.timeout_s}
-        return Check("judge", spec, min(budget, self.max_budget_s))
+                           "expected": by_name[name]["expected"], "time_limits": limits, "budget_s": group_budget})
+        spec = {"kind": "differential", **self._oracle_spec(problem), "groups": groups, "load_s": self.timeout_s}
+        return Check("judge", spec, budget)
 
 
 class HumanEvalPlus(_EvalPlus):
@@ -254,7 +296,9 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in
                                  (HumanEval, HumanEvalPlus, MBPP, MBPPPlus, DS1000, ScienceQA, COCOCaption)}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, time_limits: TimeLimits | None = None) -> Task:
+    """The task called `name`; `time_limits` applies to HumanEval+/MBPP+ only."""
     if name not in TASKS:
         raise InputError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name]()
+    cls = TASKS[name]
+    return cls(time_limits) if issubclass(cls, _EvalPlus) else cls()

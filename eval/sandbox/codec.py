@@ -14,7 +14,7 @@ import math
 
 from _json import encode_basestring_ascii as _quote
 
-_TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o", "h"})
+_TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o", "x"})
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
@@ -40,69 +40,16 @@ class Opaque:
         return "<opaque " + self.type_name + ": " + self.text + ">"
 
 
-class Digest:
-    """Stands for a large expected output by its `digest` (see `digest`)."""
-
-    __slots__ = ("hex",)
-
-    def __init__(self, hex_digest):
-        self.hex = str(hex_digest)
-
-    def __repr__(self):
-        return "<digest " + self.hex[:12] + ">"
+_BIG_INT_BITS = 4096
+"""Integers longer than this travel as hexadecimal ({"x": "-1f..."}): conversion to and from a
+power-of-two base is linear in the number of digits, decimal is not (HumanEval+ has outputs with
+hundreds of thousands of digits)."""
 
 
-def digest(value):
-    """sha256 of the value's pickle (protocol 4, memo off), or None when it cannot be pickled.
-
-    C speed and linear in size (a million-digit int costs no decimal conversion). With the memo
-    off ("fast" mode) the bytes depend only on the value, never on which objects happen to be
-    shared. Two values of the types `exactly_comparable` accepts are equal exactly when their
-    digests are (1 and True, 1 and 1.0, or 0.0 and -0.0 are the exceptions; expected outputs that
-    mix them are rare, and are compared as values when small).
-    """
-    import _pickle
-    import hashlib
-    import io
-
-    class _Sink(io.RawIOBase):
-        """Hash the pickle as it is written instead of holding it (outputs can be gigabytes)."""
-
-        def __init__(self):
-            self.sha = hashlib.sha256()
-
-        def writable(self):
-            return True
-
-        def write(self, data):
-            self.sha.update(data)
-            return len(data)
-
-    sink = _Sink()
-    try:
-        pickler = _pickle.Pickler(sink, protocol=4)
-        pickler.fast = True
-        pickler.dump(value)
-    except (ValueError, TypeError, RecursionError, MemoryError, AttributeError, _pickle.PicklingError):
-        return None
-    return sink.sha.hexdigest()
-
-
-def exactly_comparable(value, allow_floats=True):
-    """Whether `value` is built only from None, bool, int, str, bytes, list and tuple (and floats
-    when `allow_floats`): the types whose equality is equality of their digests."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is list or kind is tuple:
-            stack.extend(item)
-        elif kind is float:
-            if not allow_floats:
-                return False
-        elif not (item is None or kind is bool or kind is int or kind is str or kind is bytes):
-            return False
-    return True
+def _int(value):
+    if value.bit_length() <= _BIG_INT_BITS:
+        return value
+    return {"x": int.__format__(value, "x")}
 
 
 def _float(value):
@@ -121,7 +68,7 @@ def encode(value):
     if value is None or kind is bool or kind is str:
         return value
     if kind is int:
-        return value
+        return _int(value)
     if kind is float:
         return _float(value)
     if kind is list:
@@ -145,7 +92,7 @@ def encode(value):
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
-        return int.__index__(value)
+        return _int(int.__index__(value))
     if isinstance(value, float):
         return _float(float.__float__(value))
     if isinstance(value, str):
@@ -224,6 +171,11 @@ def decode(node):
         raise DecodeError("unknown tag " + repr(tag)[:40])
     if tag == "f":
         return _decode_float(node)
+    if tag == "x":
+        digits = body[1:] if type(body) is str and body[:1] == "-" else body
+        if type(digits) is not str or not digits or digits.strip("0123456789abcdef"):
+            raise DecodeError("bad integer")
+        return int(body, 16)
     if tag == "b":
         import base64
 
@@ -246,10 +198,6 @@ def decode(node):
         if len(body) != 2:
             raise DecodeError("bad complex")
         return complex(_decode_float(body[0]), _decode_float(body[1]))
-    if tag == "h":
-        if len(body) != 1 or type(body[0]) is not str:
-            raise DecodeError("bad digest")
-        return Digest(body[0])
     if len(body) != 2 or not all(type(v) is str for v in body):
         raise DecodeError("bad opaque")
     return Opaque(body[0][:200], body[1][:200])

