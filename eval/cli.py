@@ -77,6 +77,9 @@ def _add_evaluate_args(parser: argparse.ArgumentParser, samples: bool) -> None:
     parser.add_argument("--workers", type=int, help="programs run at once (default: CPU count)")
     parser.add_argument("--strict-sandbox", action="store_true",
                         help="refuse to run when an isolation layer is unavailable on this machine")
+    parser.add_argument("--ds1000-plot-checks", choices=("skip", "in-process"), default="skip",
+                        help="DS-1000 plot problems: skip them (default), or check them inside the program's own "
+                             "interpreter, where a forging program could fake a pass")
     limits = parser.add_argument_group("HumanEval+/MBPP+ time limits (default: evalplus's; larger values are looser)")
     limits.add_argument("--min-time-limit", type=float, help="seconds each input may take at least (evalplus: 1.0)")
     limits.add_argument("--gt-time-limit-factor", type=float,
@@ -169,7 +172,8 @@ def do_evaluate(args: argparse.Namespace, samples: Path, out: Path | None) -> in
     config = SandboxConfig(strict=args.strict_sandbox)
     if args.workers:
         config.workers = args.workers
-    results = evaluate(args.task, samples, args.dataset, args.k, out, config, time_limits=_time_limits(args))
+    results = evaluate(args.task, samples, args.dataset, args.k, out, config, time_limits=_time_limits(args),
+                       plot_checks=args.ds1000_plot_checks)
     print(summary_table(results))
     print(f"results -> {results['results_file']}")
     return 0

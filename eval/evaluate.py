@@ -24,13 +24,14 @@ def default_results_path(samples: Path) -> Path:
 def evaluate(task_name: str, samples_path: Path, dataset_path: Path | None = None, ks: Sequence[int] = DEFAULT_K,
              out_path: Path | None = None, sandbox_config: SandboxConfig | None = None,
              cache: Path | None = None, show_progress: bool = True,
-             time_limits: TimeLimits | None = None) -> dict:
+             time_limits: TimeLimits | None = None, plot_checks: str = "skip") -> dict:
     """Score a samples file and write the results JSON (see the module docstring of tuner_eval.cli).
 
     Verdicts go to `<results>.verdicts.jsonl` as they arrive; a rerun resumes from it.
-    `time_limits` replaces evalplus's defaults for HumanEval+/MBPP+ (a looser policy, when asked for).
+    `time_limits` replaces evalplus's defaults for HumanEval+/MBPP+ (a looser policy, when asked for);
+    `plot_checks="in-process"` lets DS-1000's plot problems be checked in the program's interpreter.
     """
-    task = get_task(task_name, time_limits)
+    task = get_task(task_name, time_limits, plot_checks)
     dataset = task.load(dataset_path)
     samples = read_samples(samples_path, task, dataset)
     out_path = out_path or default_results_path(samples_path)

@@ -18,7 +18,7 @@ from tuner_eval.data.download import cache_dir
 from tuner_eval.jsonl import JsonlAppender, read_jsonl
 from tuner_eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
 from tuner_eval.samples import Sample
-from tuner_eval.tasks import Check, CodeTask
+from tuner_eval.tasks import Check, CodeTask, self_checking_program
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ def _run(sandbox: Sandbox, check: Check, program: str) -> Verdict:
     if check.mode == "error":
         return Verdict(ERROR, check.reason)
     if check.mode == "single":
-        return sandbox.single(program, check.budget_s)
+        verdict = sandbox.single(self_checking_program(check.spec, program), check.budget_s)
+        verdict.detail = ("checked in the program's own interpreter (forgeable); " + verdict.detail).rstrip("; ")
+        return verdict
     return sandbox.judge(check.spec, program, check.budget_s)
 
 

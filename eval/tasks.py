@@ -23,7 +23,8 @@ class Check:
     """How to judge one problem's programs.
 
     mode "judge": `spec` for `Sandbox.judge` with `budget_s` of test time; mode "single": the
-    program is a self-checking test program (DS-1000); mode "skip": not runnable here (`reason`);
+    spec's test program runs in the program's own interpreter (`self_checking_program`; DS-1000
+    plot checks, only when allowed); mode "skip": not runnable here (`reason`);
     mode "error": the task itself cannot be checked (its reference solution failed, `reason`).
     """
 
@@ -31,6 +32,12 @@ class Check:
     spec: dict = field(default_factory=dict)
     budget_s: float = 3.0
     reason: str = ""
+
+
+def self_checking_program(spec: dict, program: str) -> str:
+    """A "test_program" spec's test program with the program's text, as one program to run."""
+    calls = "".join(f"{name}(__program__)\n" for name in spec["test_functions"])
+    return f"{spec['test']}\n\n__program__ = {program!r}\n{calls}"
 
 
 class Task:
@@ -246,9 +253,25 @@ def _tested_functions(record: dict) -> list[str]:
 
 
 class DS1000(CodeTask):
+    """DS-1000: the data set's test program judges the program's code (see
+    `tuner_eval.sandbox.judge.judge_test_program`); a problem whose library is not installed is
+    skipped, never failed.
+
+    Plot problems (Matplotlib) check the figure the program drew, state that cannot leave the
+    program's interpreter as data: they are skipped unless `plot_checks="in-process"`, which runs
+    their test program inside the program's interpreter, where a deliberately forging program
+    could fake a pass (the verdict's detail says so).
+    """
+
     name = "ds1000"
     base_stops = ds1000.STOP
     timeout_s = 120.0
+    PLOT_CHECKS = ("skip", "in-process")
+
+    def __init__(self, plot_checks: str = "skip") -> None:
+        if plot_checks not in self.PLOT_CHECKS:
+            raise InputError(f"--ds1000-plot-checks: expected one of {', '.join(self.PLOT_CHECKS)}, got {plot_checks!r}")
+        self.plot_checks = plot_checks
 
     def load(self, dataset: Path | None) -> Dataset:
         return ds1000.load_ds1000(dataset)
@@ -257,14 +280,23 @@ class DS1000(CodeTask):
         return {"completion": ds1000.postprocess(text)}
 
     def program(self, problem: Problem, sample: dict) -> str:
-        solution = sample.get("solution", sample.get("completion", ""))
-        return ds1000.test_program(problem, ds1000.postprocess(solution))
+        """The program's code: the solution text that the test program inserts and runs."""
+        return ds1000.postprocess(sample.get("solution", sample.get("completion", "")))
 
     def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
-        missing = ds1000.missing_modules(problem.record["code_context"])
+        context = problem.record["code_context"]
+        missing = ds1000.missing_modules(context)
         if missing:
             return Check("skip", reason=f"not installed: {', '.join(missing)}")
-        return Check("single", budget_s=self.timeout_s)
+        spec = {"kind": "test_program", "reference": "", "test": context,
+                "test_functions": ds1000.test_functions(context), "timeout_s": self.timeout_s,
+                "load_s": self.timeout_s}
+        if ds1000.checks_program_state(problem.record):
+            if self.plot_checks == "skip":
+                return Check("skip", reason="its checks read the figure in the program's interpreter "
+                                            "(--ds1000-plot-checks in-process runs them there, forgeably)")
+            return Check("single", spec, self.timeout_s)
+        return Check("judge", spec, self.timeout_s)
 
 
 class ScienceQA(Task):
@@ -296,9 +328,12 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in
                                  (HumanEval, HumanEvalPlus, MBPP, MBPPPlus, DS1000, ScienceQA, COCOCaption)}
 
 
-def get_task(name: str, time_limits: TimeLimits | None = None) -> Task:
-    """The task called `name`; `time_limits` applies to HumanEval+/MBPP+ only."""
+def get_task(name: str, time_limits: TimeLimits | None = None, plot_checks: str = "skip") -> Task:
+    """The task called `name`; `time_limits` applies to HumanEval+/MBPP+ only, `plot_checks` to
+    DS-1000 only."""
     if name not in TASKS:
         raise InputError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
     cls = TASKS[name]
-    return cls(time_limits) if issubclass(cls, _EvalPlus) else cls()
+    if issubclass(cls, _EvalPlus):
+        return cls(time_limits)
+    return cls(plot_checks) if cls is DS1000 else cls()

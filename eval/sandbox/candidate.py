@@ -3,7 +3,9 @@
 It holds the program under test and nothing else. After locking itself down it reports its
 isolation, receives the program from the judge, runs it in a fresh module, then serves calls: the
 judge sends (function name, arguments) pickled, the candidate answers with the return value in
-the plain-data codec, or with the exception's type and text. Sent as source into the sandbox.
+the plain-data codec, or with the exception's type and text. For test programs that run the
+program's code through `exec` (DS-1000), the judge instead sends (source, environment) and gets
+the environment back as data. Sent as source into the sandbox.
 """
 
 import os
@@ -16,6 +18,18 @@ try:  # imported as a module (tests, tools); in the sandbox these names come fir
                                          receive_message, send_message)
 except ImportError:
     pass
+
+
+def _run_in(source, environment):
+    """`exec(source, environment)`; the names it leaves that hold values (not modules, functions
+    or classes)."""
+    exec(compile(source, "<program>", "exec"), environment)
+    values = {}
+    for name, value in environment.items():
+        if name.startswith("__") or isinstance(value, (type, type(sys))) or callable(value):
+            continue
+        values[name] = value
+    return values
 
 
 def run_candidate(config):
@@ -42,10 +56,14 @@ def run_candidate(config):
         except CandidateDied:
             os._exit(0)
         try:
-            _, name, args, kwargs = _unpickle(request, namespace)
-            if name not in namespace:
-                raise NameError("name " + repr(name) + " is not defined")
-            payload = dumps({"ok": encode(namespace[name](*args, **kwargs))}).encode()
+            message = _unpickle(request, namespace)
+            if message[0] == "exec":
+                payload = dumps({"ok": encode(_run_in(message[1], message[2]))}).encode()
+            else:
+                _, name, args, kwargs = message
+                if name not in namespace:
+                    raise NameError("name " + repr(name) + " is not defined")
+                payload = dumps({"ok": encode(namespace[name](*args, **kwargs))}).encode()
         except BaseException as exc:
             payload = dumps({"raise": [type(exc).__name__, str(exc)[:500]]}).encode()
         send_message(answers, payload)

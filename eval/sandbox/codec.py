@@ -2,8 +2,8 @@
 
 Values cross from the program under test to the judge only in this form, so the judge never holds
 an object the program made: whatever bytes arrive, `decode` yields only None, bool, int, float,
-complex, str, bytes, list, tuple, set, frozenset, dict, or `Opaque` (a stand-in for anything else,
-equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
+complex, str, bytes, list, tuple, set, frozenset, dict, numpy/pandas/torch values rebuilt from
+checked parts (`datacodec`), or `Opaque` (a stand-in for anything else, equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
 value, or a generator cannot reach a comparison in the judge.
 
 This file is also sent as source into the sandboxed interpreters (see `tuner_eval.sandbox.runner`): it
@@ -13,6 +13,11 @@ must stay self-contained, standard-library only, and free of `from __future__` i
 import math
 
 from _json import encode_basestring_ascii as _quote
+
+try:  # imported as a module; in the sandbox datacodec's source follows this file's
+    from tuner_eval.sandbox.datacodec import DATA_TAGS, DataDecodeError, decode_data, encode_data
+except ImportError:
+    pass
 
 _TAGS = frozenset({"t", "s", "fs", "d", "b", "c", "f", "o", "x"})
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -62,7 +67,7 @@ def encode(value):
     """Turn `value` into JSON-ready data; anything that is not plain data becomes an opaque tag.
 
     Exact types are checked first (`type(x) is int`); subclasses are reduced to their base value;
-    numpy scalars become Python scalars (as `==` would treat them).
+    numpy, pandas and torch values travel as the checked parts `datacodec` rebuilds them from.
     """
     kind = type(value)
     if value is None or kind is bool or kind is str:
@@ -87,6 +92,9 @@ def encode(value):
         return {"b": base64.b64encode(value).decode("ascii")}
     if kind is complex:
         return {"c": [_float(value.real), _float(value.imag)]}
+    data = encode_data(value, encode)  # numpy (scalars keep their dtype), pandas, torch: see datacodec
+    if data is not None:
+        return data
     # Subclasses (Counter, OrderedDict, namedtuple, IntEnum, ...) travel as their base type, which
     # is how they compare with plain values anyway; their own methods never reach the judge.
     if isinstance(value, bool):
@@ -107,8 +115,6 @@ def encode(value):
         return {"fs": [encode(v) for v in frozenset.__iter__(value)]}
     if isinstance(value, set):
         return {"s": [encode(v) for v in set.__iter__(value)]}
-    if getattr(kind, "__module__", "") == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return encode(value.item())
     try:
         text = repr(value)[:200]
     except BaseException:
@@ -167,6 +173,11 @@ def decode(node):
     if kind is not dict or len(node) != 1:
         raise DecodeError("unexpected " + kind.__name__)
     (tag, body), = node.items()
+    if tag in DATA_TAGS:
+        try:
+            return decode_data(tag, body, decode)
+        except DataDecodeError as exc:
+            raise DecodeError(str(exc))
     if tag not in _TAGS:
         raise DecodeError("unknown tag " + repr(tag)[:40])
     if tag == "f":

@@ -100,6 +100,27 @@ class CandidateFunction:
         return "<program function " + self._name + ">"
 
 
+class ProgramExec:
+    """Stands in for `exec` inside a trusted test program (DS-1000's `test_execution` runs the
+    program's code with `exec(code, test_env)`): the code runs in the candidate's interpreter, and
+    the names it leaves come back as data into `test_env`, where the test's checks read them."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def __call__(self, source, environment=None, local_names=None):
+        if type(source) is not str or type(environment) is not dict or local_names is not None:
+            raise JudgeError("the test program called exec in a form other than exec(source, dict)")
+        sent = {name: value for name, value in environment.items() if not str(name).startswith("__")}
+        values = self._link.request(("exec", source, sent))
+        if type(values) is not dict:
+            raise ProtocolViolation("malformed environment")
+        environment.update(values)
+
+    def __repr__(self):
+        return "<exec in the program's interpreter>"
+
+
 def _reference_module(code):
     module = type(sys)("__reference__")
     sys.modules["__reference__"] = module
@@ -118,7 +139,9 @@ def _connect(requests, answers, spec):
     link = Link(requests, answers)
     hello = link.receive(time.monotonic() + spec["startup_s"])
     isolation = hello.get("isolation") if set(hello) == {"isolation"} else None
-    send_message(requests, _pack(("load", spec["program"])))
+    # a test program hands the program's code to the candidate itself (`ProgramExec`)
+    program = "" if spec["kind"] == "test_program" else spec["program"]
+    send_message(requests, _pack(("load", program)))
     ready = link.receive(time.monotonic() + spec["load_s"])
     return link, isolation, ready
 
@@ -193,8 +216,20 @@ def judge_differential(link, spec, namespace):
     return details
 
 
+def judge_test_program(link, spec, namespace):
+    """DS-1000: the data set's own test program (`code_context`) runs here, trusted, with the
+    program's text as a string; its `exec` of that text runs in the candidate (`ProgramExec`).
+    Test inputs and expected results are made here, the checks run here on rebuilt values."""
+    namespace["exec"] = ProgramExec(link)
+    link.deadline = time.monotonic() + spec["timeout_s"]
+    exec(compile(spec["test"], "<test>", "exec"), namespace)
+    for name in spec["test_functions"]:
+        namespace[name](spec["program"])
+    return {}
+
+
 JUDGES = {"check_function": judge_check_function, "assert_statements": judge_assert_statements,
-          "differential": judge_differential}
+          "differential": judge_differential, "test_program": judge_test_program}
 
 
 def judge_one(spec, requests, answers):

@@ -30,7 +30,7 @@ from tuner_eval.sandbox.policy import (DEVICE_PATHS, Limits, broad_read_paths, r
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).resolve().parent
-CHILD_MODULES = ("codec.py", "isolation.py", "wire.py", "candidate.py", "judge.py", "launcher.py")
+CHILD_MODULES = ("codec.py", "datacodec.py", "isolation.py", "wire.py", "candidate.py", "judge.py", "launcher.py")
 """The files every sandboxed interpreter runs, in this order (each is self-contained apart from
 the names the earlier ones define)."""
 

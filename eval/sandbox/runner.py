@@ -9,7 +9,7 @@ pinned to 1), its own throwaway working directory (a private tmpfs) and its own 
 and locks itself down with the layers of `tuner_eval.sandbox.isolation` before it receives the program.
 Programs run in parallel, `SandboxConfig.workers` at a time.
 
-How a verdict is reached (judged mode: HumanEval, HumanEval+, MBPP, MBPP+):
+How a verdict is reached (judged mode: HumanEval, HumanEval+, MBPP, MBPP+, DS-1000):
 
     harness ──spec+program──▶ judge (trusted test code only) ──pickled calls──▶ candidate (program)
         ◀──verdict JSON──────      ◀──────── plain-data answers (strict codec) ────────┘
@@ -22,15 +22,24 @@ So exiting early with status 0 (`os._exit(0)`, `sys.exit(0)`), printing "PASS", 
 builtins, `sys.exit` or `atexit`, returning an object whose `__eq__` is always true, or killing
 the judge all end in "fail" (or "timeout"/"error"), never in "pass".
 
-Single mode (DS-1000, whose tests compare numpy/pandas/matplotlib state and must share an
-interpreter with the program): the process gets a per-run secret nonce on stdin, and trusted
-code writes it to a dedicated verdict pipe only after the test program finishes without an
-exception; exit status and output count for nothing.
+DS-1000's test programs run in the judge as well: where they `exec` the program's code, the code
+runs in the candidate's interpreter instead and the variables it leaves come back as data (numpy,
+pandas and torch values rebuilt from checked parts by `datacodec`); test inputs and expected
+results are made in the judge, and the checks run there.
+
+Single mode, only for DS-1000's plot problems and only when asked for (`--ds1000-plot-checks
+in-process`; skipped otherwise), because their checks read the figure the program drew: the
+process gets a per-run secret nonce on stdin, and trusted code writes it to a dedicated verdict
+pipe only after the test program finishes without an exception; exit status and output count for
+nothing.
 
 What the sandbox does NOT protect against:
-- In single mode (DS-1000 only) a program that deliberately inspects its own interpreter (frames,
-  `gc`, `ctypes`) can find the nonce or patch the test functions and forge a pass. Judged mode
-  has no such hole; DS-1000 results on adversarial outputs should be read with that in mind.
+- In single mode a program that deliberately inspects its own interpreter (frames, `gc`,
+  `ctypes`) can find the nonce or patch the test functions and forge a pass (the sandbox tests
+  show it). Judged mode has no such hole.
+- DS-1000 results whose types the data codec does not rebuild (anything but plain data, numpy
+  arrays and scalars, pandas frames, series and indexes, torch tensors) reach the checks as
+  opaque values, so those checks fail: a false "fail", never a false "pass".
 - Kernel vulnerabilities, and CPU side channels between concurrently running programs.
 - On kernels without Landlock the file-system rules are missing (and the process keeps the
   harness's uid, without capabilities); without seccomp (any architecture but x86_64) process

@@ -91,18 +91,41 @@ def _describe(exc):
         return "exception"
 
 
+_CORE_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
+
+
+def _core_only(value):
+    """Whether `value` is built from core types only (marshal would also take any object with the
+    buffer protocol, such as a numpy array, and turn it into bytes)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind not in _CORE_TYPES:
+            return False
+        if kind in (dict, tuple, list, set, frozenset):
+            if id(item) in seen:
+                return False  # shared or cyclic: pickle keeps the structure
+            seen.add(id(item))
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind in (tuple, list, set, frozenset):
+            stack.extend(item)
+    return True
+
+
 def _pack(message):
     """Judge -> candidate: marshal (built in, no imports on the candidate's side) when the
-    arguments are core types, pickle otherwise (e.g. MBPP's tree nodes, DS-1000's data frames).
+    arguments are core types, pickle otherwise (e.g. MBPP's tree nodes, DS-1000's arrays).
     This direction carries only the judge's own data."""
-    import marshal
+    if _core_only(message):
+        import marshal
 
-    try:
         return b"M" + marshal.dumps(message)
-    except ValueError:
-        import pickle
+    import pickle
 
-        return b"P" + pickle.dumps(message, protocol=4)
+    return b"P" + pickle.dumps(message, protocol=4)
 
 
 def _unpickle(data, namespace):

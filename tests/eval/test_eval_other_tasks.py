@@ -73,14 +73,16 @@ def test_ds1000_runs_installed_libraries_and_skips_missing_ones(fixtures, tmp_pa
         {"task_id": "0", "completion": "result = a.size\n"},                        # wrong value
         {"task_id": "0", "completion": "result = None\nfor x in [1]:\n    result = a.shape\n"},  # test_string rejects loops
         {"task_id": "0", "completion": "import os\nos._exit(0)\n"},                  # exits early: not a pass
+        {"task_id": "0", "completion": "import numpy.testing\nnumpy.testing.assert_array_equal = lambda *a: None\n"
+                                       "result = None\n"},                       # patches the check: not a pass
         {"task_id": "1", "completion": "result = a.shape\n"},                        # pandas is not installed here
     ])
     results = evaluate("ds1000", samples, data, ks=[1], sandbox_config=SandboxConfig(workers=2),
                        show_progress=False)
-    assert results["per_task"]["0"]["verdicts"] == ["pass", "fail", "fail", "fail"]
+    assert results["per_task"]["0"]["verdicts"] == ["pass", "fail", "fail", "fail", "fail"]
     import importlib.util
 
     if importlib.util.find_spec("pandas") is None:
         assert results["per_task"]["1"]["verdicts"] == ["skipped"]
         assert results["skipped_tasks"] == ["1"] and results["tasks_scored"] == 1
-        assert results["pass@k"] == {"pass@1": 0.25}
+        assert results["pass@k"] == {"pass@1": pytest.approx(0.2)}

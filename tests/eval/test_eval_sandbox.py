@@ -296,3 +296,42 @@ def test_site_packages_are_hidden_by_exact_name_not_prefix(tmp_path):
     assert sorted(p.name for p in kept) == ["eval", "evalidate.py", "evaluate", "evaluate-0.4.3.dist-info", "numpy",
                                             "tunerx"]
     assert len(hidden) == len(names) - len(kept)
+
+
+# -- forged DS-1000 verdicts ----------------------------------------------------------------------
+
+DS1000_FORGERIES = {
+    # the test program's `exec_test`, replaced through the caller's frame
+    "patches exec_test": "import sys\nsys._getframe(1).f_globals['exec_test'] = lambda result, ans: 1\nresult = None\n",
+    # the check's library function, replaced in the interpreter the check runs in
+    "patches numpy.testing": "import numpy.testing\nnumpy.testing.assert_array_equal = lambda *a, **k: None\n"
+                             "result = None\n",
+    # the run's secret nonce, found on the stack and written to the verdict pipe
+    "writes the nonce": ("import sys, os\nf = sys._getframe()\nwhile f is not None:\n"
+                         "    if 'nonce' in f.f_locals and 'verdict_fd' in f.f_locals:\n"
+                         "        os.write(f.f_locals['verdict_fd'], (f.f_locals['nonce'] + ' pass').encode())\n"
+                         "        os._exit(0)\n"
+                         "    f = f.f_back\n"),
+    "exits 0": "import os\nos._exit(0)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ds1000_check(fixtures):
+    from tuner_eval.tasks import get_task
+
+    task = get_task("ds1000")
+    return task.check(task.load(fixtures / "ds1000.jsonl").problems["0"])
+
+
+@pytest.mark.parametrize("name", list(DS1000_FORGERIES))
+def test_forged_ds1000_passes_are_rejected(sandbox, ds1000_check, name):
+    from tuner_eval.tasks import self_checking_program
+
+    assert ds1000_check.mode == "judge"
+    verdict = sandbox.judge(ds1000_check.spec, DS1000_FORGERIES[name], 30)
+    assert verdict.verdict != PASS, verdict
+    assert sandbox.judge(ds1000_check.spec, "result = a.shape\n", 30).verdict == PASS
+    if name != "exits 0":  # the forgeries are real: they do fake a pass where test and program share an interpreter
+        shared = sandbox.single(self_checking_program(ds1000_check.spec, DS1000_FORGERIES[name]), timeout_s=30)
+        assert shared.verdict == PASS, shared
