@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from tuner_eval.data.download import DownloadError
-from tuner_eval.jsonl import InputError
+from tuner.jsonl import InputError
 
 log = logging.getLogger("tuner-eval")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tuner_eval.execute import execute_samples
-from tuner_eval.jsonl import read_json, write_json
+from tuner.jsonl import read_json, write_json
 from tuner_eval.samples import read_samples
 from tuner_eval.sandbox import Sandbox, SandboxConfig
 from tuner_eval.score import DEFAULT_K, caption_results, choice_results, code_results

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from tuner_eval.data import Dataset
 from tuner_eval.data.download import cache_dir
-from tuner_eval.jsonl import JsonlAppender, read_jsonl
+from tuner.jsonl import JsonlAppender, iter_json_records
 from tuner_eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
 from tuner_eval.samples import Sample
 from tuner_eval.tasks import Check, CodeTask, self_checking_program
@@ -82,7 +82,7 @@ def execute_samples(task: CodeTask, dataset: Dataset, samples: list[Sample], ver
     """
     done: dict[tuple[str, int], dict] = {}
     if verdicts_path.exists():
-        for _, record in read_jsonl(verdicts_path, tolerate_torn_tail=True):
+        for _, record in iter_json_records(verdicts_path, tolerate_torn_tail=True):
             done[(record["task_id"], record["sample_index"])] = record
     programs = {(s.task_id, s.index): task.program(dataset.problems[s.task_id], s.fields) for s in samples}
     todo = [s for s in samples

@@ -14,7 +14,7 @@ from typing import ClassVar
 from tuner_eval.data import Dataset, Problem
 from tuner_eval.data import coco, ds1000, humaneval, mbpp, scienceqa
 from tuner_eval.extract import clean_caption, defines, extract_code, header_imports, truncate
-from tuner_eval.jsonl import InputError
+from tuner.jsonl import InputError
 from tuner_eval.prompts import INSTRUCT_STOPS
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tuner_eval.data import Dataset, Problem
 from tuner_eval.data.download import COCO_KARPATHY, fetch, sha256_file
-from tuner_eval.jsonl import InputError, read_json
+from tuner.jsonl import InputError, read_json
 
 
 def load_coco_captions(path: Path | None = None, split: str = "test") -> Dataset:

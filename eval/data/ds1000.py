@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tuner_eval.data import Dataset, Problem
 from tuner_eval.data.download import DS1000, fetch, sha256_file
-from tuner_eval.jsonl import InputError, read_jsonl
+from tuner.jsonl import InputError, iter_json_records
 
 STOP = ["</code>", "# SOLUTION END"]
 
@@ -21,7 +21,7 @@ STOP = ["</code>", "# SOLUTION END"]
 def load_ds1000(path: Path | None = None) -> Dataset:
     path = path or fetch(DS1000)
     problems = {}
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         for name in ("prompt", "reference_code", "code_context", "metadata"):
             if name not in record:
                 raise InputError(f"{path}:{number}: field `{name}` is missing")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuner_eval.data import Dataset, Problem
 from tuner_eval.data.download import SCIENCEQA_CAPTIONS, SCIENCEQA_PROBLEMS, SCIENCEQA_SPLITS, fetch, sha256_file
-from tuner_eval.jsonl import InputError, read_json
+from tuner.jsonl import InputError, read_json
 
 LETTERS = "ABCDE"
 _FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")

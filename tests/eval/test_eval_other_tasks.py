@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from tuner_eval.evaluate import evaluate
-from tuner_eval.jsonl import InputError
+from tuner.jsonl import InputError
 from tuner_eval.sandbox import SandboxConfig
 from tuner_eval.tasks import get_task
 

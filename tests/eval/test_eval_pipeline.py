@@ -12,7 +12,7 @@ import pytest
 
 from tuner_eval.evaluate import evaluate
 from tuner_eval.generate import RAW_FILE, extract_samples, generate_raw
-from tuner_eval.jsonl import InputError
+from tuner.jsonl import InputError
 from tuner_eval.sandbox import SandboxConfig
 from tuner_eval.tasks import get_task
 from tuner.generation import SamplingConfig, make_generator

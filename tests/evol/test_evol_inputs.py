@@ -12,9 +12,9 @@ import pytest
 
 from tuner.evol import cli
 from tuner.evol.journal import CallJournal
-from tuner.evol.jsonio import InputError
 from tuner.evol.records import load_seed
 from tuner.generation import GenerationResult
+from tuner.jsonl import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = {"instruction": "Reverse a string.", "input": "s = 'abc'", "output": "s[::-1]"}

@@ -23,10 +23,10 @@ from tuner.evol.benchmarks import BenchmarkUnavailable
 from tuner.evol.decontaminate import DecontamConfig
 from tuner.evol.dedup import DedupConfig
 from tuner.evol.eliminate import EliminationRules
-from tuner.evol.jsonio import InputError
 from tuner.evol.pipeline import BUILTIN_BENCHMARKS, EvolConfig, Evolution
 from tuner.evol.teacher import TeacherConfig
 from tuner.generation import SamplingConfig
+from tuner.jsonl import InputError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 2, 3
 

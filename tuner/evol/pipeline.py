@@ -40,7 +40,6 @@ from tuner.evol.eliminate import (
     make_token_counter,
 )
 from tuner.evol.journal import CallJournal
-from tuner.evol.jsonio import InputError, write_json_atomic, write_jsonl_atomic
 from tuner.evol.prompts import (
     HEURISTICS_BY_NAME,
     answer_messages,
@@ -52,6 +51,7 @@ from tuner.evol.prompts import (
 from tuner.evol.records import Item, child_id, load_seed
 from tuner.evol.teacher import Call, CallStats, TeacherConfig, make_teacher, run_calls
 from tuner.generation import GenerationResult, Generator, SamplingConfig
+from tuner.jsonl import InputError, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     """
     path = out_dir / "run.json"
     if not path.exists():
-        write_json_atomic(path, settings)
+        write_json(path, settings)
         return
     stored = json.loads(path.read_text(encoding="utf-8"))
     for key, value in settings.items():
@@ -203,18 +203,18 @@ class Evolution:
             for k in range(1, config.rounds + 1):
                 parents = self.evolve_round(k, parents)
                 kept_by_round.append(parents)
-                write_jsonl_atomic(out / f"round_{k}.jsonl", (i.to_record(**self.provenance) for i in parents))
+                write_jsonl(out / f"round_{k}.jsonl", (i.to_record(**self.provenance) for i in parents))
         for stale in out.glob("round_*.jsonl"):
             suffix = stale.stem.split("_", 1)[1]
             if suffix.isdigit() and int(suffix) > config.rounds:
                 stale.unlink()
 
         merged, merge_report = self.merge(kept_by_round)
-        write_jsonl_atomic(out / "merged.jsonl", (i.to_record(**self._provenance_of(i)) for i in merged))
-        write_jsonl_atomic(out / "rejects.jsonl", self.state.rejects)
+        write_jsonl(out / "merged.jsonl", (i.to_record(**self._provenance_of(i)) for i in merged))
+        write_jsonl(out / "rejects.jsonl", self.state.rejects)
         report = self.report(len(seeds), merge_report, bench_sources, token_counter_name)
         report["wall_time_s"] = round(time.monotonic() - started, 1)
-        write_json_atomic(out / "report.json", report)
+        write_json(out / "report.json", report)
         return report
 
     def _provenance_of(self, item: Item) -> dict:
