@@ -3,6 +3,8 @@
     tuner-eval generate --task T --model PATH|NAME --backend {vllm,hf,openai} [--base-url URL]
         [--n N] [--temperature X] [--top-p P] [--max-new-tokens M] [--prompt-style {base,instruct}]
         [--chat] [--out DIR]                                   -> DIR/samples.jsonl (+ raw.jsonl, generation.json)
+        vllm: [--tensor-parallel-size T] [--data-parallel-size D] [--gpu-memory-utilization F]
+              [--max-num-seqs S] [--max-model-len L] [--dtype X]  (effective values in generation.json)
     tuner-eval evaluate --task T --samples FILE [--dataset PATH] [--k 1,10,100] [--out FILE]
                                                                -> results JSON, summary table
     tuner-eval run ... = generate, then evaluate DIR/samples.jsonl into DIR/results.json
@@ -48,6 +50,7 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     from tuner.generation import BACKENDS
+    from tuner.generation.vllm_offline import VLLMEngineOptions
 
     parser.add_argument("--model", required=True, help="folder or model name (for openai: the served name)")
     parser.add_argument("--backend", required=True, choices=BACKENDS)
@@ -62,7 +65,7 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-style", choices=("base", "instruct"), default="base")
     parser.add_argument("--chat", action="store_true",
                         help="instruct style through the tokenizer's chat template instead of the Alpaca template")
-    parser.add_argument("--max-model-len", type=int, help="vllm backend: context length")
+    VLLMEngineOptions.add_arguments(parser.add_argument_group("vllm backend engine (default: vLLM's own)"))
     parser.add_argument("--dtype", help="vllm/hf backends: weights dtype (default float32 on CPU)")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend: prompts per generate call")
     parser.add_argument("--limit", type=int, help="only the first N problems (smoke tests)")
@@ -106,20 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _generator(args: argparse.Namespace):
     from tuner.generation import make_generator
+    from tuner.generation.vllm_offline import VLLMEngineOptions
 
+    try:
+        engine = VLLMEngineOptions.from_arguments(args, args.dtype if args.backend == "vllm" else None)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.backend != "vllm" and engine.engine_kwargs():
+        flags = ", ".join("--" + name.replace("_", "-") for name in engine.engine_kwargs())
+        raise InputError(f"{flags}: vllm backend options, but --backend is {args.backend}")
     options: dict = {}
     if args.backend == "openai":
         options = dict(base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency)
     elif args.backend == "vllm":
-        if args.max_model_len:
-            options["max_model_len"] = args.max_model_len
-        if args.dtype:
-            options["dtype"] = args.dtype
+        options = engine.engine_kwargs()
     elif args.backend == "hf":
         options = dict(batch_size=args.batch_size, show_progress=True)
         if args.dtype:
             options["dtype"] = args.dtype
-    return make_generator(args.backend, args.model, **options)
+    try:
+        return make_generator(args.backend, args.model, **options)
+    except ValueError as exc:
+        raise InputError(f"--backend {args.backend}: {exc}") from None
 
 
 def do_generate(args: argparse.Namespace) -> tuple[int, Path]:

@@ -161,6 +161,9 @@ class Evolution:
         self.teacher_config = teacher
         self._teacher_factory = teacher_factory
         self._teacher: Generator | None = None
+        self.teacher_description: dict | None = None
+        """What the teacher backend reports about itself once started (the offline engine's
+        effective settings included), for report.json."""
         self.state = RunState()
         self.provenance = {
             "teacher": teacher.identity,
@@ -171,7 +174,11 @@ class Evolution:
     def teacher(self) -> Generator:
         """The teacher backend, started on first need (a finished run starts no engine)."""
         if self._teacher is None:
-            self._teacher = self._teacher_factory(self.teacher_config)
+            try:
+                self._teacher = self._teacher_factory(self.teacher_config)
+            except ValueError as exc:  # e.g. engine settings this vLLM refuses
+                raise InputError(str(exc)) from None
+            self.teacher_description = self._teacher.describe()
         return self._teacher
 
     def close(self) -> None:
@@ -341,6 +348,7 @@ class Evolution:
                 "rounds": config.rounds,
                 "seed_value": config.seed_value,
                 "teacher": self.teacher_config.identity,
+                "teacher_backend": self.teacher_description,
                 "sampling": config.sampling.to_dict(),
                 "judge": config.judge,
                 "elimination": dataclasses.asdict(config.rules),
