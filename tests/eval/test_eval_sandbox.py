@@ -335,3 +335,15 @@ def test_forged_ds1000_passes_are_rejected(sandbox, ds1000_check, name):
     if name != "exits 0":  # the forgeries are real: they do fake a pass where test and program share an interpreter
         shared = sandbox.single(self_checking_program(ds1000_check.spec, DS1000_FORGERIES[name]), timeout_s=30)
         assert shared.verdict == PASS, shared
+
+
+def test_the_sandbox_knows_no_data_set_and_the_evalplus_oracle_comes_from_the_task():
+    from tuner_eval.sandbox.processes import child_source
+    from tuner_eval.tasks import get_task
+
+    source = child_source()
+    assert not any(name in source for name in ("similar_elements", "find_zero", "_poly", "surface_Area", "NOT_NONE",
+                                               "SET_EQ"))
+    task = get_task("mbpp+")
+    assert "MBPP_OUTPUT_SET_EQ_TASKS" in task._oracle_spec(type("P", (), {"entry_point": "f", "record": {
+        "atol": 0, "canonical_solution": "def f():\n    pass\n"}})())["oracle"]
