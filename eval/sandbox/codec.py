@@ -2,8 +2,8 @@
 
 Values cross from the program under test to the judge only in this form, so the judge never holds
 an object the program made: whatever bytes arrive, `decode` yields only None, bool, int, float,
-complex, str, bytes, list, tuple, set, frozenset, dict, numpy/pandas/torch values rebuilt from
-checked parts (`datacodec`), or `Opaque` (a stand-in for anything else, equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
+complex, str, bytes, list, tuple, set, frozenset, dict, numpy/pandas/scipy.sparse/torch values
+rebuilt from checked parts (`datacodec`), or `Opaque` (a stand-in for anything else, equal only to itself). An object with a doctored `__eq__`, a subclass of `int` that lies about its
 value, or a generator cannot reach a comparison in the judge.
 
 This file is also sent as source into the sandboxed interpreters (see `tuner_eval.sandbox.runner`): it

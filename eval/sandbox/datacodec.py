@@ -1,4 +1,4 @@
-"""numpy, pandas and torch values in the codec (DS-1000's results), rebuilt from checked plain data.
+"""numpy, pandas, scipy.sparse and torch values in the codec (DS-1000's results), rebuilt from checked plain data.
 
 The program's process encodes (`encode_data`); the judge decodes (`decode_data`) into genuine
 objects of the libraries' own types, built by their public constructors from validated parts:
@@ -10,8 +10,9 @@ Sent as source into the sandbox right after codec.py (see `tuner_eval.sandbox.pr
 standard library only at import time, no `from __future__` imports.
 """
 
-DATA_TAGS = frozenset({"nd", "ndo", "pdi", "pds", "pdf", "pdcat", "pdts", "pdtd", "pdnat", "pdna", "th"})
-_LIBRARIES = ("numpy", "pandas", "torch")
+DATA_TAGS = frozenset({"nd", "ndo", "pdi", "pds", "pdf", "pdcat", "pdts", "pdtd", "pdnat", "pdna", "th", "sp"})
+_LIBRARIES = ("numpy", "pandas", "torch", "scipy")
+_SPARSE_FORMATS = frozenset({"csr", "csc", "coo", "lil", "dok", "dia", "bsr"})
 
 
 class DataDecodeError(ValueError):
@@ -43,7 +44,22 @@ def encode_data(value, encode):
         tensor = value.detach().cpu()
         wide = tensor.to(torch.float32) if tensor.dtype == torch.bfloat16 else tensor
         return {"th": [_array(wide.numpy(), encode), str(tensor.dtype).removeprefix("torch.")]}
+    if library == "scipy":
+        return _sparse(value, encode)
     return _pandas(value, encode)
+
+
+def _sparse(value, encode):
+    """A scipy.sparse matrix or array: its format, shape and coordinates (duplicates kept)."""
+    import scipy.sparse as sparse
+
+    kind = type(value)
+    if not kind.__module__.startswith("scipy.sparse") or not sparse.issparse(value) \
+            or getattr(sparse, kind.__name__, None) is not kind:
+        return None
+    coo = value.tocoo()
+    return {"sp": [kind.__name__, list(value.shape), _array(coo.data, encode), _array(coo.row, encode),
+                   _array(coo.col, encode)]}
 
 
 def _array(array, encode):
@@ -209,6 +225,19 @@ def _decode_pandas(tag, body, decode):
     raise DataDecodeError("bad " + tag)
 
 
+def _decode_sparse(body, decode):
+    import scipy.sparse as sparse
+
+    if type(body) is not list or len(body) != 5 or type(body[0]) is not str:
+        raise DataDecodeError("bad sparse matrix")
+    kind = getattr(sparse, body[0], None)
+    if not isinstance(kind, type) or body[0][:3] not in _SPARSE_FORMATS or not body[0].endswith(("_matrix", "_array")):
+        raise DataDecodeError("bad sparse type")
+    shape = _shape(body[1])
+    data, row, col = (_decode_array(part, decode) for part in body[2:])
+    return kind(sparse.coo_array((data, (row, col)), shape=shape))
+
+
 def decode_data(tag, body, decode):
     """Rebuild a value from its tagged form (`tag` in DATA_TAGS); raises DataDecodeError."""
     try:
@@ -225,6 +254,8 @@ def decode_data(tag, body, decode):
             return torch.from_numpy(_decode_array(body[0], decode)).to(dtype)
         if tag == "pdcat":
             return _decode_values({tag: body}, decode)
+        if tag == "sp":
+            return _decode_sparse(body, decode)
         return _decode_pandas(tag, body, decode)
     except DataDecodeError:
         raise

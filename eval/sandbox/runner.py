@@ -24,7 +24,7 @@ the judge all end in "fail" (or "timeout"/"error"), never in "pass".
 
 DS-1000's test programs run in the judge as well: where they `exec` the program's code, the code
 runs in the candidate's interpreter instead and the variables it leaves come back as data (numpy,
-pandas and torch values rebuilt from checked parts by `datacodec`); test inputs and expected
+pandas, scipy.sparse and torch values rebuilt from checked parts by `datacodec`); test inputs and expected
 results are made in the judge, and the checks run there.
 
 Single mode, only for DS-1000's plot problems and only when asked for (`--ds1000-plot-checks
@@ -38,7 +38,7 @@ What the sandbox does NOT protect against:
   `ctypes`) can find the nonce or patch the test functions and forge a pass (the sandbox tests
   show it). Judged mode has no such hole.
 - DS-1000 results whose types the data codec does not rebuild (anything but plain data, numpy
-  arrays and scalars, pandas frames, series and indexes, torch tensors) reach the checks as
+  arrays and scalars, pandas frames, series and indexes, scipy.sparse matrices, torch tensors) reach the checks as
   opaque values, so those checks fail: a false "fail", never a false "pass".
 - Kernel vulnerabilities, and CPU side channels between concurrently running programs.
 - On kernels without Landlock the file-system rules are missing (and the process keeps the

@@ -71,3 +71,16 @@ def test_pandas_frames_series_and_indexes_come_back_equal():
     assert roundtrip(pd.Timestamp("2021-01-01 12:00", tz="Europe/Paris")) == pd.Timestamp("2021-01-01 12:00",
                                                                                           tz="Europe/Paris")
     assert roundtrip(pd.NaT) is pd.NaT and roundtrip(pd.NA) is pd.NA
+
+
+def test_scipy_sparse_matrices_and_arrays_come_back_in_their_format():
+    sparse = pytest.importorskip("scipy.sparse")
+    dense = np.array([[0, 1.5, 0], [2, 0, 0]])
+    for value in (sparse.csr_matrix(dense), sparse.csc_array(dense), sparse.coo_matrix(dense),
+                  sparse.lil_matrix(dense)):
+        back = roundtrip(value)
+        assert type(back) is type(value) and back.shape == value.shape
+        np.testing.assert_array_equal(back.toarray(), dense)
+    with pytest.raises(DecodeError):
+        decode({"sp": ["issparse", [1, 1], {"nd": ["<f8", [0], ""]}, {"nd": ["<i4", [0], ""]},
+                       {"nd": ["<i4", [0], ""]}]})
