@@ -16,6 +16,9 @@ Written from evalplus 0.3.1 (`evalplus/eval/__init__.py: unsafe_execute`,
   variable; `comparator` carries it the same way, one comparator per group);
 - MBPP tasks whose outputs are not comparable keep only "is not None" (the reference's output is
   turned into that boolean, `reference_output`).
+
+One deliberate difference: evalplus 0.3.1 fails every answer to HumanEval/32 (its find_zero
+branch skips the bookkeeping that counts an input as passed); here the oracle's rule applies.
 """
 
 import math

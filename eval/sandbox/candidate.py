@@ -2,8 +2,9 @@
 
 It holds the program under test and nothing else. After locking itself down it reports its
 isolation, receives the program from the judge, runs it in a fresh module, then serves calls: the
-judge sends (function name, arguments) pickled, the candidate answers with the return value in
-the plain-data codec, or with the exception's type and text. For test programs that run the
+judge sends (function name, arguments) pickled, the candidate answers with an empty frame as soon
+as the call returns, then the return value in the plain-data codec; or with the exception's type
+and text. For test programs that run the
 program's code through `exec` (DS-1000), the judge instead sends (source, environment) and gets
 the environment back as data. Sent as source into the sandbox.
 """
@@ -12,7 +13,7 @@ import os
 import sys
 
 try:  # imported as a module (tests, tools); in the sandbox these names come first in the source
-    from tuner_eval.sandbox.codec import dumps, encode
+    from tuner_eval.sandbox.codec import dumps, dumps_answer, encode
     from tuner_eval.sandbox.isolation import lock_down
     from tuner_eval.sandbox.wire import (CandidateDied, _describe, _prepare, _silence_stdio, _unpickle,
                                          receive_message, send_message)
@@ -58,12 +59,14 @@ def run_candidate(config):
         try:
             message = _unpickle(request, namespace)
             if message[0] == "exec":
-                payload = dumps({"ok": encode(_run_in(message[1], message[2]))}).encode()
+                value = _run_in(message[1], message[2])
             else:
                 _, name, args, kwargs = message
                 if name not in namespace:
                     raise NameError("name " + repr(name) + " is not defined")
-                payload = dumps({"ok": encode(namespace[name](*args, **kwargs))}).encode()
+                value = namespace[name](*args, **kwargs)
+            send_message(answers, b"")  # returned: the time limits cover the call, not the encoding
+            payload = dumps_answer(value).encode()
         except BaseException as exc:
             payload = dumps({"raise": [type(exc).__name__, str(exc)[:500]]}).encode()
         send_message(answers, payload)

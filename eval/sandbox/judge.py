@@ -48,13 +48,21 @@ class Link:
     def __init__(self, requests, answers):
         self.requests, self.answers = requests, answers
         self.deadline = None
+        """When the program's call must have returned."""
+        self.transport_deadline = None
+        """When its answer must have arrived (None: `deadline`). The candidate signals the return
+        with an empty frame before it encodes the value, so time limits cover the call alone,
+        as evalplus's in-process limits do."""
         self.calls = 0
 
-    def receive(self, deadline):
-        """One message: a JSON object whose values the caller decodes as it needs."""
+    def receive(self, deadline, returned_by=None):
+        """One message: a JSON object whose values the caller decodes as it needs. With
+        `returned_by`, an empty frame (the call returned) may come first, by `deadline`."""
         import json
 
         data = receive_message(self.answers, deadline)
+        if not data and returned_by is not None:
+            data = receive_message(self.answers, returned_by)
         try:
             message = json.loads(data)
         except (ValueError, RecursionError, MemoryError) as exc:
@@ -71,7 +79,7 @@ class Link:
             raise JudgeError("cannot send arguments to the program: " + _describe(exc))
         send_message(self.requests, payload)
         self.calls += 1
-        answer = self.receive(self.deadline)
+        answer = self.receive(self.deadline, self.transport_deadline or self.deadline)
         if set(answer) == {"ok"}:
             try:
                 return decode(answer["ok"])
@@ -196,6 +204,7 @@ def judge_differential(link, spec, namespace):
         group_deadline = time.monotonic() + group["budget_s"]
         for index, (inp, exp, limit) in enumerate(zip(inputs, expected, group["time_limits"])):
             link.deadline = min(time.monotonic() + limit, group_deadline)
+            link.transport_deadline = group_deadline
             try:
                 out = link.call(spec["entry_point"], tuple(inp), {})
                 ok = compare(inp, out, exp)

@@ -51,6 +51,10 @@ What the sandbox does NOT protect against:
   abstract UNIX sockets (nothing else is reachable there).
 - Reading files that the sandbox must allow: the Python installation and its site-packages
   (except the packages excluded by exact name in `policy.EXCLUDED_PACKAGES`) and system libraries.
+- Time limits per call (evalplus's) are measured up to the moment the program's process says the
+  call returned, so a program that says so early and keeps computing while "encoding" its answer
+  gets a looser limit, bounded by the group's budget and its CPU limit (never a pass for an answer
+  it did not produce).
 - Programs that are correct only by luck or by hard-coding the visible test inputs.
 """
 

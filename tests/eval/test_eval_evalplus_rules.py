@@ -155,7 +155,13 @@ def test_verdicts_equal_evalplus_sample_by_sample(shared_data, tmp_path):
     ours = evaluate("humaneval+", write_samples(tmp_path / "samples.jsonl", records), path, ks=[1],
                     sandbox_config=SandboxConfig(workers=2), show_progress=False)
     mismatches = []
+    # evalplus 0.3.1 fails every answer to HumanEval/32: its find_zero oracle `continue`s before
+    # counting the input as done, so the per-input details never add up; the rule itself (|poly| <=
+    # atol) is what the harness applies, and the canonical solution passes it.
+    assert ours["per_task"]["HumanEval/32"]["verdicts"][0] == "pass"
     for problem in problems:
+        if problem["task_id"] == "HumanEval/32":
+            continue
         code = problem["prompt"] + problem["canonical_solution"]
         truth = {group: trusted_exec(code, problem[f"{group}_input"], problem["entry_point"], record_time=True)
                  for group in ("base", "plus")}
