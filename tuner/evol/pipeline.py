@@ -142,9 +142,9 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     for key, value in settings.items():
         if stored.get(key) != value:
             raise SettingsMismatch(
-                path, None,
                 f"this folder was started with {key} = {json.dumps(stored.get(key))}, now "
                 f"{json.dumps(value)}; resume with the same settings or use another --out",
+                path,
             )
 
 
