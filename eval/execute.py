@@ -13,12 +13,12 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from eval.data import Dataset
-from eval.data.download import cache_dir
-from eval.jsonl import JsonlAppender, read_jsonl
-from eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
-from eval.samples import Sample
-from eval.tasks import Check, CodeTask
+from tuner_eval.data import Dataset
+from tuner_eval.data.download import cache_dir
+from tuner.jsonl import JsonlAppender, iter_json_records
+from tuner_eval.sandbox import ERROR, SKIPPED, Sandbox, Verdict
+from tuner_eval.samples import Sample
+from tuner_eval.tasks import Check, CodeTask, self_checking_program
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def reference_outputs(task: CodeTask, dataset: Dataset, task_ids: Iterable[str],
                       cache: Path | None = None) -> dict[str, dict]:
     """evalplus's ground truth: outputs and run times of each reference solution, computed once in
     the sandbox and cached by data-set hash (the cache is plain JSON, never pickle)."""
-    folder = (cache or cache_dir()) / "reference_outputs" / f"v4-{task.name}-{dataset.sha256[:16]}"
+    folder = (cache or cache_dir()) / "reference_outputs" / f"v5-{task.name}-{dataset.sha256[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     outputs, todo = {}, []
     for task_id in task_ids:
@@ -67,7 +67,9 @@ def _run(sandbox: Sandbox, check: Check, program: str) -> Verdict:
     if check.mode == "error":
         return Verdict(ERROR, check.reason)
     if check.mode == "single":
-        return sandbox.single(program, check.budget_s)
+        verdict = sandbox.single(self_checking_program(check.spec, program), check.budget_s)
+        verdict.detail = ("checked in the program's own interpreter (forgeable); " + verdict.detail).rstrip("; ")
+        return verdict
     return sandbox.judge(check.spec, program, check.budget_s)
 
 
@@ -80,7 +82,7 @@ def execute_samples(task: CodeTask, dataset: Dataset, samples: list[Sample], ver
     """
     done: dict[tuple[str, int], dict] = {}
     if verdicts_path.exists():
-        for _, record in read_jsonl(verdicts_path, tolerate_torn_tail=True):
+        for _, record in iter_json_records(verdicts_path, tolerate_torn_tail=True):
             done[(record["task_id"], record["sample_index"])] = record
     programs = {(s.task_id, s.index): task.program(dataset.problems[s.task_id], s.fields) for s in samples}
     todo = [s for s in samples

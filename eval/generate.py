@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eval.data import Dataset, Problem
-from eval.jsonl import InputError, JsonlAppender, read_json, read_jsonl, write_json
-from eval.prompts import chat_messages, instruct_prompt
-from eval.tasks import Task
+from tuner_eval.data import Dataset, Problem
+from tuner.jsonl import InputError, JsonlAppender, iter_json_records, read_json, write_json
+from tuner_eval.prompts import chat_messages, instruct_prompt
+from tuner_eval.tasks import Task
 from tuner.generation import GenerationResult, Generator, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def generate_raw(task: Task, dataset: Dataset, generator: Generator, sampling: S
     raw_path = out_dir / RAW_FILE
     have: Counter[str] = Counter()
     if raw_path.exists():
-        for _, record in read_jsonl(raw_path, tolerate_torn_tail=True):
+        for _, record in iter_json_records(raw_path, tolerate_torn_tail=True):
             have[record["task_id"]] += 1
     wanted = task_ids or list(dataset.problems)
     need: dict[int, list[str]] = defaultdict(list)
@@ -113,7 +113,7 @@ def extract_samples(task: Task, dataset: Dataset, out_dir: Path) -> Path:
     tmp = samples_path.with_name(samples_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     with JsonlAppender(tmp) as out:
-        for _, record in read_jsonl(out_dir / RAW_FILE, tolerate_torn_tail=True):
+        for _, record in iter_json_records(out_dir / RAW_FILE, tolerate_torn_tail=True):
             problem = dataset.problems[record["task_id"]]
             fields = task.extract(problem, record["text"], style)
             out.write({"task_id": record["task_id"], "sample_index": record["sample_index"], **fields,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.data import Dataset
-from eval.jsonl import InputError, read_jsonl
-from eval.tasks import Task
+from tuner_eval.data import Dataset
+from tuner.jsonl import InputError, iter_json_records
+from tuner_eval.tasks import Task
 
 
 @dataclass
@@ -35,7 +35,7 @@ def read_samples(path: Path, task: Task, dataset: Dataset) -> list[Sample]:
     seen: dict[tuple[str, int], int] = {}
     next_index: dict[str, int] = {}
     text_fields = ("completion", "solution") if task.kind == "code" else ("completion",)
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         if "task_id" not in record:
             raise InputError(f"{path}:{number}: field `task_id` is missing")
         task_id = str(record["task_id"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from eval.data import Dataset
-from eval.extract import extract_choice
-from eval.samples import Sample
-from eval.sandbox import PASS, SKIPPED, VERDICTS
+from tuner_eval.data import Dataset
+from tuner_eval.extract import extract_choice
+from tuner_eval.samples import Sample
+from tuner_eval.sandbox import PASS, SKIPPED, VERDICTS
 
 DEFAULT_K = (1, 10, 100)
 

@@ -1,7 +1,7 @@
 """The seven tasks: how each loads, prompts, extracts and is checked.
 
 Code tasks turn a sample into a program and a `Check` (what the sandbox must run to judge it);
-choice and caption tasks are scored without execution (`eval.score`).
+choice and caption tasks are scored without execution (`tuner_eval.score`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from eval.data import Dataset, Problem
-from eval.data import coco, ds1000, humaneval, mbpp, scienceqa
-from eval.extract import clean_caption, defines, extract_code, header_imports, truncate
-from eval.jsonl import InputError
-from eval.prompts import INSTRUCT_STOPS
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data import coco, ds1000, humaneval, mbpp, scienceqa
+from tuner_eval.extract import clean_caption, defines, extract_code, header_imports, truncate
+from tuner.jsonl import InputError
+from tuner_eval.prompts import INSTRUCT_STOPS
 
 
 @dataclass
@@ -23,7 +23,8 @@ class Check:
     """How to judge one problem's programs.
 
     mode "judge": `spec` for `Sandbox.judge` with `budget_s` of test time; mode "single": the
-    program is a self-checking test program (DS-1000); mode "skip": not runnable here (`reason`);
+    spec's test program runs in the program's own interpreter (`self_checking_program`; DS-1000
+    plot checks, only when allowed); mode "skip": not runnable here (`reason`);
     mode "error": the task itself cannot be checked (its reference solution failed, `reason`).
     """
 
@@ -31,6 +32,12 @@ class Check:
     spec: dict = field(default_factory=dict)
     budget_s: float = 3.0
     reason: str = ""
+
+
+def self_checking_program(spec: dict, program: str) -> str:
+    """A "test_program" spec's test program with the program's text, as one program to run."""
+    calls = "".join(f"{name}(__program__)\n" for name in spec["test_functions"])
+    return f"{spec['test']}\n\n__program__ = {program!r}\n{calls}"
 
 
 class Task:
@@ -89,14 +96,52 @@ class HumanEval(CodeTask):
         return Check("judge", spec, self.timeout_s)
 
 
+@dataclass(frozen=True)
+class TimeLimits:
+    """evalplus's time limits for HumanEval+/MBPP+ (the defaults are evalplus 0.3.1's).
+
+    Each input may run for max(`min_s`, `factor` x the reference solution's time on it), on the
+    wall clock; an input over its limit fails its group. Each group (base, plus) may run for
+    min(`task_cap_s`, the sum of its inputs' limits) + 2 s in all, else it is a timeout (evalplus's
+    `untrusted_check`: the process deadline min(EVALPLUS_TIMEOUT_PER_TASK, sum) + 1 s, joined one
+    second later). Larger values are a looser policy, only when asked for (`tuner-eval
+    --min-time-limit/--gt-time-limit-factor/--task-time-cap`, evalplus's own option names).
+    """
+
+    min_s: float = 1.0
+    """evalplus's DEFAULT_MIN_TIME_LIMIT."""
+    factor: float = 4.0
+    """evalplus's DEFAULT_GT_TIME_LIMIT_FACTOR."""
+    task_cap_s: float = 60.0
+    """evalplus's EVALPLUS_TIMEOUT_PER_TASK default."""
+
+    GROUP_SLACK_S: ClassVar[float] = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_s", "factor", "task_cap_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"time limit `{name}` must be > 0, got {getattr(self, name)}")
+
+    def per_input(self, reference_times: list[float]) -> list[float]:
+        return [max(self.min_s, self.factor * t) for t in reference_times]
+
+    def group_budget(self, limits: list[float]) -> float:
+        return min(self.task_cap_s, sum(limits)) + self.GROUP_SLACK_S
+
+
+def _oracle_source() -> str:
+    return (Path(__file__).parent / "evalplus_oracle.py").read_text(encoding="utf-8")
+
+
 class _EvalPlus(CodeTask):
-    """evalplus's differential testing: base inputs, then plus inputs, compared with the reference
-    solution's outputs with the task's tolerance; per-input time limit max(1 s, 4 x reference)."""
+    """evalplus's differential testing: base inputs, then plus inputs, each output compared with
+    the reference solution's by evalplus's rules (`tuner_eval.evalplus_oracle`, which runs in the
+    judge), under evalplus's time limits (`TimeLimits`)."""
 
     dataset_family: ClassVar[str]
-    min_time_limit_s: ClassVar[float] = 1.0
-    time_limit_factor: ClassVar[float] = 4.0
-    max_budget_s: ClassVar[float] = 60.0
+
+    def __init__(self, time_limits: TimeLimits | None = None) -> None:
+        self.time_limits = time_limits or TimeLimits()
 
     def needs_reference_outputs(self) -> bool:
         return True
@@ -104,31 +149,35 @@ class _EvalPlus(CodeTask):
     def reference_program(self, problem: Problem) -> str:
         raise NotImplementedError
 
+    def _oracle_spec(self, problem: Problem) -> dict:
+        return {"reference": self.reference_program(problem), "entry_point": problem.entry_point,
+                "oracle": _oracle_source(),
+                "oracle_args": {"dataset": self.dataset_family, "entry_point": problem.entry_point,
+                                "atol": problem.record["atol"]}}
+
     def reference_spec(self, problem: Problem) -> dict:
-        from eval.sandbox.codec import dumps, encode
+        from tuner_eval.sandbox.codec import dumps, encode
 
         record = problem.record
-        return {"task_id": problem.task_id, "reference": self.reference_program(problem),
-                "entry_point": problem.entry_point, "dataset": self.dataset_family,
+        return {"task_id": problem.task_id, **self._oracle_spec(problem),
                 "groups": [{"name": "base", "inputs": dumps(encode(record["base_input"]))},
                            {"name": "plus", "inputs": dumps(encode(record["plus_input"]))}]}
 
     def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
-        from eval.sandbox.codec import dumps, encode
+        from tuner_eval.sandbox.codec import dumps, encode
 
         if reference_outputs is None:
             raise ValueError(f"{problem.task_id}: reference outputs are required")
         groups, budget = [], 0.0
         by_name = {g["name"]: g for g in reference_outputs["groups"]}
         for name in ("base", "plus"):
-            limits = [max(self.min_time_limit_s, self.time_limit_factor * t) for t in by_name[name]["times"]]
-            budget += sum(limits)
+            limits = self.time_limits.per_input(by_name[name]["times"])
+            group_budget = self.time_limits.group_budget(limits)
+            budget += group_budget
             groups.append({"name": name, "inputs": dumps(encode(problem.record[f"{name}_input"])),
-                           "expected": by_name[name]["expected"], "time_limits": limits})
-        spec = {"kind": "differential", "reference": self.reference_program(problem),
-                "entry_point": problem.entry_point, "dataset": self.dataset_family,
-                "atol": problem.record["atol"], "groups": groups, "load_s": self.timeout_s}
-        return Check("judge", spec, min(budget, self.max_budget_s))
+                           "expected": by_name[name]["expected"], "time_limits": limits, "budget_s": group_budget})
+        spec = {"kind": "differential", **self._oracle_spec(problem), "groups": groups, "load_s": self.timeout_s}
+        return Check("judge", spec, budget)
 
 
 class HumanEvalPlus(_EvalPlus):
@@ -204,9 +253,25 @@ def _tested_functions(record: dict) -> list[str]:
 
 
 class DS1000(CodeTask):
+    """DS-1000: the data set's test program judges the program's code (see
+    `tuner_eval.sandbox.judge.judge_test_program`); a problem whose library is not installed is
+    skipped, never failed.
+
+    Plot problems (Matplotlib) check the figure the program drew, state that cannot leave the
+    program's interpreter as data: they are skipped unless `plot_checks="in-process"`, which runs
+    their test program inside the program's interpreter, where a deliberately forging program
+    could fake a pass (the verdict's detail says so).
+    """
+
     name = "ds1000"
     base_stops = ds1000.STOP
     timeout_s = 120.0
+    PLOT_CHECKS = ("skip", "in-process")
+
+    def __init__(self, plot_checks: str = "skip") -> None:
+        if plot_checks not in self.PLOT_CHECKS:
+            raise InputError(f"--ds1000-plot-checks: expected one of {', '.join(self.PLOT_CHECKS)}, got {plot_checks!r}")
+        self.plot_checks = plot_checks
 
     def load(self, dataset: Path | None) -> Dataset:
         return ds1000.load_ds1000(dataset)
@@ -215,14 +280,23 @@ class DS1000(CodeTask):
         return {"completion": ds1000.postprocess(text)}
 
     def program(self, problem: Problem, sample: dict) -> str:
-        solution = sample.get("solution", sample.get("completion", ""))
-        return ds1000.test_program(problem, ds1000.postprocess(solution))
+        """The program's code: the solution text that the test program inserts and runs."""
+        return ds1000.postprocess(sample.get("solution", sample.get("completion", "")))
 
     def check(self, problem: Problem, reference_outputs: dict | None = None) -> Check:
-        missing = ds1000.missing_modules(problem.record["code_context"])
+        context = problem.record["code_context"]
+        missing = ds1000.missing_modules(context)
         if missing:
             return Check("skip", reason=f"not installed: {', '.join(missing)}")
-        return Check("single", budget_s=self.timeout_s)
+        spec = {"kind": "test_program", "reference": "", "test": context,
+                "test_functions": ds1000.test_functions(context), "timeout_s": self.timeout_s,
+                "load_s": self.timeout_s}
+        if ds1000.checks_program_state(problem.record):
+            if self.plot_checks == "skip":
+                return Check("skip", reason="its checks read the figure in the program's interpreter "
+                                            "(--ds1000-plot-checks in-process runs them there, forgeably)")
+            return Check("single", spec, self.timeout_s)
+        return Check("judge", spec, self.timeout_s)
 
 
 class ScienceQA(Task):
@@ -254,7 +328,12 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in
                                  (HumanEval, HumanEvalPlus, MBPP, MBPPPlus, DS1000, ScienceQA, COCOCaption)}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, time_limits: TimeLimits | None = None, plot_checks: str = "skip") -> Task:
+    """The task called `name`; `time_limits` applies to HumanEval+/MBPP+ only, `plot_checks` to
+    DS-1000 only."""
     if name not in TASKS:
         raise InputError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name]()
+    cls = TASKS[name]
+    if issubclass(cls, _EvalPlus):
+        return cls(time_limits)
+    return cls(plot_checks) if cls is DS1000 else cls()

@@ -75,7 +75,7 @@ def test_json_array_files_report_the_line_of_a_bad_record(tmp_path, tiny_tokeniz
 def test_invalid_json_line_names_file_and_line(tmp_path, tiny_tokenizer):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(alpaca(1)) + "\n" + '{"instruction": "x", "output": \n')
-    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"d\.jsonl:2: malformed JSON"):
         load_examples([path], tiny_tokenizer)
 
 

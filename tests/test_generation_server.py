@@ -45,7 +45,7 @@ def test_tuner_eval_run_through_the_openai_backend(vllm_server, shared_data, tmp
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "eval.cli", "run", "--task", "mbpp", "--dataset", str(shared_data / "mbpp" / "mbpp.jsonl"),
+        [sys.executable, "-m", "tuner_eval.cli", "run", "--task", "mbpp", "--dataset", str(shared_data / "mbpp" / "mbpp.jsonl"),
          "--backend", "openai", "--model", vllm_server.model,
          "--base-url", vllm_server.base_url, "--limit", "4", "--n", "2", "--temperature", "0.8",
          "--max-new-tokens", "24", "--prompt-style", "instruct", "--k", "1,2", "--out", str(out)],

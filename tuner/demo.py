@@ -50,7 +50,7 @@ SIZES = {"default": DemoSizes(), "quick": DemoSizes(train_tasks=2000, heldout_ta
 
 def instruction_for(task: Task) -> str:
     """The instruction the harness builds for a HumanEval-format problem (its `instruct` style)."""
-    from eval.data.humaneval import INSTRUCTION
+    from tuner_eval.data.humaneval import INSTRUCTION
 
     return INSTRUCTION.format(prompt=task.humaneval()["prompt"].strip())
 
@@ -79,7 +79,7 @@ def write_data(out: Path, sizes: DemoSizes, seed: int) -> dict[str, Path]:
 
 def evaluate_served(model_dir: Path, heldout: Path, out: Path, styles=STYLES) -> dict[str, float]:
     """Serve `model_dir` with `vllm serve`, run the harness on the held-out problems per style."""
-    from eval.cli import main as tuner_eval
+    from tuner_eval.cli import main as tuner_eval
     from tuner.generation.server import VLLMServer
 
     scores = {}

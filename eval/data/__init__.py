@@ -1,7 +1,7 @@
 """Benchmark data: one module per data set, each turning the publisher's file into `Problem`s.
 
 Every loader takes an explicit path (`--dataset`) or fetches the published file into the cache
-(`eval.data.download`).
+(`tuner_eval.data.download`).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import COCO_KARPATHY, fetch, sha256_file
-from eval.jsonl import InputError, read_json
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import COCO_KARPATHY, fetch, sha256_file
+from tuner.jsonl import InputError, read_json
 
 
 def load_coco_captions(path: Path | None = None, split: str = "test") -> Dataset:

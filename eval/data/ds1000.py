@@ -11,9 +11,9 @@ import ast
 import importlib.util
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import DS1000, fetch, sha256_file
-from eval.jsonl import InputError, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import DS1000, fetch, sha256_file
+from tuner.jsonl import InputError, iter_json_records
 
 STOP = ["</code>", "# SOLUTION END"]
 
@@ -21,7 +21,7 @@ STOP = ["</code>", "# SOLUTION END"]
 def load_ds1000(path: Path | None = None) -> Dataset:
     path = path or fetch(DS1000)
     problems = {}
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         for name in ("prompt", "reference_code", "code_context", "metadata"):
             if name not in record:
                 raise InputError(f"{path}:{number}: field `{name}` is missing")
@@ -57,8 +57,16 @@ def postprocess(text: str) -> str:
     return text.replace("<code>", "")
 
 
-def test_program(problem: Problem, solution: str) -> str:
-    """The official test program: the harness, the solution as a string, then the checks."""
-    context = problem.record["code_context"]
-    return (context + "\n" + f"code = {solution!r}\n" + "test_execution(code)\n"
-            + ("test_string(code)\n" if "test_string(" in context else "\n"))
+def test_functions(code_context: str) -> list[str]:
+    """The official checks a test program defines, called with the solution's text in this order."""
+    return ["test_execution"] + (["test_string"] if "def test_string(" in code_context else [])
+
+
+_PROGRAM_STATE = ("plt.gca(", "plt.gcf(", "Image.open(\"output.png\")", "Image.open('output.png')")
+
+
+def checks_program_state(record: dict) -> bool:
+    """Whether the checks read what the program left in its interpreter besides its variables
+    (the current matplotlib figure, the image it saved): the Matplotlib problems."""
+    context = record["code_context"]
+    return record["metadata"].get("library") == "Matplotlib" or any(marker in context for marker in _PROGRAM_STATE)

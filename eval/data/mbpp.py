@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import MBPP, MBPP_PLUS, fetch, sha256_file
-from eval.jsonl import InputError, read_json, read_jsonl
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import MBPP, MBPP_PLUS, fetch, sha256_file
+from tuner.jsonl import InputError, iter_json_records
 
 TEST_IDS = range(11, 511)
 FEW_SHOT_IDS = (2, 3, 4)
@@ -25,12 +25,8 @@ def _shot(record: dict) -> str:
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:
-    if path.suffix == ".json":  # sanitized-mbpp.json is one pretty-printed JSON list
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise InputError(f"{path}:1: expected a JSON list of MBPP records")
-        return list(enumerate(data, start=1))
-    return list(read_jsonl(path))
+    """mbpp.jsonl, or sanitized-mbpp.json (one pretty-printed JSON list), with each record's line."""
+    return list(iter_json_records(path))
 
 
 def load_mbpp(path: Path | None = None, task_ids: range | None = TEST_IDS) -> Dataset:
@@ -107,7 +103,7 @@ def load_mbpp_plus(path: Path | None = None) -> Dataset:
     plus_input, atol."""
     path = path or fetch(MBPP_PLUS)
     problems = {}
-    for number, record in read_jsonl(path):
+    for number, record in iter_json_records(path):
         for name in ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol"):
             if name not in record:
                 raise InputError(f"{path}:{number}: field `{name}` is missing")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import Dataset, Problem
-from eval.data.download import SCIENCEQA_CAPTIONS, SCIENCEQA_PROBLEMS, SCIENCEQA_SPLITS, fetch, sha256_file
-from eval.jsonl import InputError, read_json
+from tuner_eval.data import Dataset, Problem
+from tuner_eval.data.download import SCIENCEQA_CAPTIONS, SCIENCEQA_PROBLEMS, SCIENCEQA_SPLITS, fetch, sha256_file
+from tuner.jsonl import InputError, read_json
 
 LETTERS = "ABCDE"
 _FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")

@@ -1,6 +1,6 @@
 """Lock the current process down before any untrusted code runs in it (Linux only).
 
-Called first thing in every sandboxed interpreter (`eval.sandbox.child`), in this order:
+Called first thing in every sandboxed interpreter (`tuner_eval.sandbox.launcher`), in this order:
 
 1. namespaces: a new network namespace (no interfaces up: no route anywhere, not even to the
    host's localhost), plus mount, IPC and UTS namespaces. As root these are created directly;

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from eval.evaluate import evaluate
-from eval.sandbox import SandboxConfig
+from tuner_eval.evaluate import evaluate
+from tuner_eval.sandbox import SandboxConfig
 
 from eval_helpers import write_samples
 

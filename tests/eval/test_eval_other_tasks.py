@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from eval.evaluate import evaluate
-from eval.jsonl import InputError
-from eval.sandbox import SandboxConfig
-from eval.tasks import get_task
+from tuner_eval.evaluate import evaluate
+from tuner.jsonl import InputError
+from tuner_eval.sandbox import SandboxConfig
+from tuner_eval.tasks import get_task
 
 from eval_helpers import write_samples
 
@@ -39,7 +39,7 @@ def test_scienceqa_accuracy_overall_and_by_subject_context_and_grade(fixtures, t
 
 def test_scienceqa_split_names_are_checked(fixtures, tmp_path):
     with pytest.raises(InputError, match="no split `dev`"):
-        from eval.data.scienceqa import load_scienceqa
+        from tuner_eval.data.scienceqa import load_scienceqa
 
         load_scienceqa(fixtures / "scienceqa" / "problems.json", split="dev")
 
@@ -73,14 +73,16 @@ def test_ds1000_runs_installed_libraries_and_skips_missing_ones(fixtures, tmp_pa
         {"task_id": "0", "completion": "result = a.size\n"},                        # wrong value
         {"task_id": "0", "completion": "result = None\nfor x in [1]:\n    result = a.shape\n"},  # test_string rejects loops
         {"task_id": "0", "completion": "import os\nos._exit(0)\n"},                  # exits early: not a pass
+        {"task_id": "0", "completion": "import numpy.testing\nnumpy.testing.assert_array_equal = lambda *a: None\n"
+                                       "result = None\n"},                       # patches the check: not a pass
         {"task_id": "1", "completion": "result = a.shape\n"},                        # pandas is not installed here
     ])
     results = evaluate("ds1000", samples, data, ks=[1], sandbox_config=SandboxConfig(workers=2),
                        show_progress=False)
-    assert results["per_task"]["0"]["verdicts"] == ["pass", "fail", "fail", "fail"]
+    assert results["per_task"]["0"]["verdicts"] == ["pass", "fail", "fail", "fail", "fail"]
     import importlib.util
 
     if importlib.util.find_spec("pandas") is None:
         assert results["per_task"]["1"]["verdicts"] == ["skipped"]
         assert results["skipped_tasks"] == ["1"] and results["tasks_scored"] == 1
-        assert results["pass@k"] == {"pass@1": 0.25}
+        assert results["pass@k"] == {"pass@1": pytest.approx(0.2)}

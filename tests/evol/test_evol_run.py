@@ -178,8 +178,12 @@ def test_offline_vllm_teacher_writes_what_the_server_wrote(greedy_reference, gre
                                                            shared_data, tmp_path):
     """Offline vLLM on the folder the server serves: same greedy texts, so the same dataset."""
     out = tmp_path / "offline"
-    teacher = ["--teacher-path", tiny_llama_dir, "--max-model-len", "1024"]
+    teacher = ["--teacher-path", tiny_llama_dir, "--max-model-len", "1024", "--max-num-seqs", "8",
+               "--gpu-memory-utilization", "0.08", "--tensor-parallel-size", "1"]
     assert_ok(run_evolve(*greedy_args(greedy_seed, out, teacher, shared_data)))
+    engine = json.loads((out / "report.json").read_text())["settings"]["teacher_backend"]["engine_effective"]
+    assert (engine["max_num_seqs"], engine["gpu_memory_utilization"], engine["tensor_parallel_size"],
+            engine["max_model_len"]) == (8, 0.08, 1, 1024)
     for name in OUTPUT_FILES:
         offline, served = read_jsonl(out / name), read_jsonl(greedy_reference / name)
         assert [r.pop("teacher") for r in offline] == [

@@ -6,14 +6,14 @@ output, an over-long example) is reported as `file:line: field: what is wrong`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from tuner.jsonl import InputError, iter_json_records
 
-class DataError(ValueError):
-    """Bad input data, reported as `file:line: field: problem`."""
+DataError = InputError
+"""Bad input data, reported as `file:line: field: problem` (the project's one input error)."""
 
 
 @dataclass(frozen=True)
@@ -31,49 +31,15 @@ class Record:
     source: Source
 
 
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def _read_json_array(path: Path, text: str) -> Iterator[Record]:
-    """Decode a top-level JSON array element by element, so each record knows its line."""
-    decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text):
-            raise DataError(f"{path}:{_line_of(text, pos)}: invalid JSON: the array is not closed")
-        if text[pos] == "]":
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        yield Record(obj, Source(str(path), _line_of(text, pos)))
-        pos = end
-
-
 def read_records(path: str | Path) -> Iterator[Record]:
     """Yield the records of a JSONL file (one object per line) or a JSON file holding an array.
 
     Raises:
-        DataError: the file is missing or a line is not valid JSON; the message names file and line.
+        DataError: the file is missing, a line is not valid JSON or not an object; the message
+            names file and line.
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: data file not found")
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if path.suffix == ".json" and stripped.startswith("["):
-        yield from _read_json_array(path, text)
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        yield Record(obj, Source(str(path), number))
-
+        raise DataError("data file not found", path)
+    for number, data in iter_json_records(path):
+        yield Record(data, Source(str(path), number))

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.data.download import MBPP, DownloadError, fetch, sha256_file
-from tuner.evol.jsonio import InputError, iter_json_records
+from tuner.jsonl import InputError, iter_json_records
+from tuner_eval.data.download import MBPP, DownloadError, fetch, sha256_file
 
 # Fields read from a `--decontaminate` file, in the order they are looked for.
 PROMPT_FIELDS = ("prompt", "text", "question", "instruction", "input")
@@ -70,7 +70,7 @@ def _texts_from_fields(
                 found = True
         if not found:
             wanted = ", ".join(prompt_fields + solution_fields)
-            raise InputError(path, number, f"record has none of the text fields {wanted}")
+            raise InputError(f"record has none of the text fields {wanted}", path, number)
     return texts
 
 

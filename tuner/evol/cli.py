@@ -23,10 +23,11 @@ from tuner.evol.benchmarks import BenchmarkUnavailable
 from tuner.evol.decontaminate import DecontamConfig
 from tuner.evol.dedup import DedupConfig
 from tuner.evol.eliminate import EliminationRules
-from tuner.evol.jsonio import InputError
 from tuner.evol.pipeline import BUILTIN_BENCHMARKS, EvolConfig, Evolution
 from tuner.evol.teacher import TeacherConfig
 from tuner.generation import SamplingConfig
+from tuner.generation.vllm_offline import VLLMEngineOptions
+from tuner.jsonl import InputError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 2, 3
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="first retry delay in seconds, doubling after each (server; default 1)")
     teacher.add_argument("--max-requests", type=int, default=None,
                          help="request budget for this run, retries included (server; default unlimited)")
-    teacher.add_argument("--max-model-len", type=int, default=None, help="context length (offline vLLM)")
+    VLLMEngineOptions.add_arguments(teacher, "offline vLLM teacher")
 
     sampling = parser.add_argument_group("sampling (the evaluation harness's SamplingConfig)")
     sampling.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
@@ -95,7 +96,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[EvolConfig, TeacherConf
         url=args.teacher_url, model=args.teacher_model, path=args.teacher_path,
         api_key_env=args.api_key_env, concurrency=args.concurrency, timeout_s=args.timeout,
         max_retries=args.max_retries, backoff_s=args.retry_backoff, max_requests=args.max_requests,
-        max_model_len=args.max_model_len,
+        engine=VLLMEngineOptions.from_arguments(args),
     )
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens, seed=args.sampling_seed)

@@ -15,8 +15,8 @@ import json
 import threading
 from pathlib import Path
 
-from tuner.evol.jsonio import InputError
 from tuner.generation import GenerationResult, Message
+from tuner.jsonl import InputError
 
 
 def prompt_sha(messages: list[Message]) -> str:
@@ -50,7 +50,7 @@ class CallJournal:
                 entry = json.loads(line)
                 key = entry["key"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(self.path, number, "corrupt journal line (not written by tuner evolve?)") from None
+                raise InputError("corrupt journal line (not written by tuner evolve?)", self.path, number) from None
             previous = self._entries.get(key)
             # A later success replaces anything; a later failure never hides an earlier success.
             if previous is None or entry.get("error") is None or previous.get("error") is not None:

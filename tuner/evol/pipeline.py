@@ -40,7 +40,6 @@ from tuner.evol.eliminate import (
     make_token_counter,
 )
 from tuner.evol.journal import CallJournal
-from tuner.evol.jsonio import InputError, write_json_atomic, write_jsonl_atomic
 from tuner.evol.prompts import (
     HEURISTICS_BY_NAME,
     answer_messages,
@@ -52,6 +51,7 @@ from tuner.evol.prompts import (
 from tuner.evol.records import Item, child_id, load_seed
 from tuner.evol.teacher import Call, CallStats, TeacherConfig, make_teacher, run_calls
 from tuner.generation import GenerationResult, Generator, SamplingConfig
+from tuner.jsonl import InputError, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +136,15 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     """
     path = out_dir / "run.json"
     if not path.exists():
-        write_json_atomic(path, settings)
+        write_json(path, settings)
         return
     stored = json.loads(path.read_text(encoding="utf-8"))
     for key, value in settings.items():
         if stored.get(key) != value:
             raise SettingsMismatch(
-                path, None,
                 f"this folder was started with {key} = {json.dumps(stored.get(key))}, now "
                 f"{json.dumps(value)}; resume with the same settings or use another --out",
+                path,
             )
 
 
@@ -161,6 +161,9 @@ class Evolution:
         self.teacher_config = teacher
         self._teacher_factory = teacher_factory
         self._teacher: Generator | None = None
+        self.teacher_description: dict | None = None
+        """What the teacher backend reports about itself once started (the offline engine's
+        effective settings included), for report.json."""
         self.state = RunState()
         self.provenance = {
             "teacher": teacher.identity,
@@ -171,7 +174,11 @@ class Evolution:
     def teacher(self) -> Generator:
         """The teacher backend, started on first need (a finished run starts no engine)."""
         if self._teacher is None:
-            self._teacher = self._teacher_factory(self.teacher_config)
+            try:
+                self._teacher = self._teacher_factory(self.teacher_config)
+            except ValueError as exc:  # e.g. engine settings this vLLM refuses
+                raise InputError(str(exc)) from None
+            self.teacher_description = self._teacher.describe()
         return self._teacher
 
     def close(self) -> None:
@@ -203,18 +210,18 @@ class Evolution:
             for k in range(1, config.rounds + 1):
                 parents = self.evolve_round(k, parents)
                 kept_by_round.append(parents)
-                write_jsonl_atomic(out / f"round_{k}.jsonl", (i.to_record(**self.provenance) for i in parents))
+                write_jsonl(out / f"round_{k}.jsonl", (i.to_record(**self.provenance) for i in parents))
         for stale in out.glob("round_*.jsonl"):
             suffix = stale.stem.split("_", 1)[1]
             if suffix.isdigit() and int(suffix) > config.rounds:
                 stale.unlink()
 
         merged, merge_report = self.merge(kept_by_round)
-        write_jsonl_atomic(out / "merged.jsonl", (i.to_record(**self._provenance_of(i)) for i in merged))
-        write_jsonl_atomic(out / "rejects.jsonl", self.state.rejects)
+        write_jsonl(out / "merged.jsonl", (i.to_record(**self._provenance_of(i)) for i in merged))
+        write_jsonl(out / "rejects.jsonl", self.state.rejects)
         report = self.report(len(seeds), merge_report, bench_sources, token_counter_name)
         report["wall_time_s"] = round(time.monotonic() - started, 1)
-        write_json_atomic(out / "report.json", report)
+        write_json(out / "report.json", report)
         return report
 
     def _provenance_of(self, item: Item) -> dict:
@@ -341,6 +348,7 @@ class Evolution:
                 "rounds": config.rounds,
                 "seed_value": config.seed_value,
                 "teacher": self.teacher_config.identity,
+                "teacher_backend": self.teacher_description,
                 "sampling": config.sampling.to_dict(),
                 "judge": config.judge,
                 "elimination": dataclasses.asdict(config.rules),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tuner.evol.jsonio import InputError, iter_json_records
+from tuner.jsonl import InputError, iter_json_records
 
 
 @dataclass
@@ -52,15 +52,15 @@ def load_seed(path: str | Path) -> list[Item]:
     for number, record in iter_json_records(path):
         for field in ("instruction", "output"):
             if field not in record:
-                raise InputError(path, number, f'record has no "{field}" field')
+                raise InputError(f'record has no "{field}" field', path, number)
         for field in ("instruction", "input", "output"):
             if field in record and not isinstance(record[field], str):
                 kind = type(record[field]).__name__
-                raise InputError(path, number, f'field "{field}" must be a string, got {kind}')
+                raise InputError(f'field "{field}" must be a string, got {kind}', path, number)
         if not record["instruction"].strip():
-            raise InputError(path, number, 'field "instruction" is empty')
+            raise InputError('field "instruction" is empty', path, number)
         instruction = seed_instruction(record["instruction"], record.get("input", ""))
         items.append(Item(id=f"s{len(items)}", instruction=instruction, output=record["output"], round=0))
     if not items:
-        raise InputError(path, None, "the seed file holds no records")
+        raise InputError("the seed file holds no records", path, None)
     return items

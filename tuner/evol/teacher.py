@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from tuner.evol.journal import CallJournal, prompt_sha
 from tuner.generation import GenerationResult, Generator, Message, SamplingConfig
+from tuner.generation.vllm_offline import VLLMEngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class TeacherConfig:
     backoff_s: float = 1.0
     max_requests: int | None = None
     """Total HTTP requests this run may send, retries included (server teacher only)."""
-    max_model_len: int | None = None
-    """Context length for the offline vLLM engine (default: the model's)."""
+    engine: VLLMEngineOptions = field(default_factory=VLLMEngineOptions)
+    """The offline vLLM engine's settings (parallelism, memory, context length; teacher path only)."""
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.path is None):
@@ -48,6 +49,9 @@ class TeacherConfig:
             raise ValueError("--teacher-url needs --teacher-model (the name the server serves)")
         if self.concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.path is None and self.engine.engine_kwargs():
+            flags = ", ".join("--" + name.replace("_", "-") for name in self.engine.engine_kwargs())
+            raise ValueError(f"{flags}: offline vLLM options, which need --teacher-path")
 
     @property
     def identity(self) -> dict:
@@ -61,8 +65,7 @@ def make_teacher(config: TeacherConfig) -> Generator:
     from tuner.generation import make_generator
 
     if config.path is not None:
-        options = {"max_model_len": config.max_model_len} if config.max_model_len else {}
-        return make_generator("vllm", config.path, **options)
+        return make_generator("vllm", config.path, **config.engine.engine_kwargs())
     return make_generator(
         "openai",
         config.model,
